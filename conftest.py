@@ -1,0 +1,16 @@
+"""Root conftest: plain ``pytest`` runs ``tests/``; ``pytest --benchmark-only`` adds ``benchmarks/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parent / "benchmarks"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if BENCHMARKS in (collection_path, *collection_path.parents):
+        if not config.getoption("benchmark_only", default=False):
+            return True
+    return None

@@ -1,0 +1,5 @@
+import sys
+
+from muxlab.cli import main
+
+sys.exit(main())

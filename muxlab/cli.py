@@ -1,0 +1,57 @@
+"""``muxlab``: one command, one subcommand per job.
+
+Each subcommand lives next to the code it drives and contributes ``add_parser``; this
+module only wires them together and turns :class:`~muxlab.errors.MuxlabError` into one
+line on stderr and an exit status, so no user-caused failure ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from muxlab import __version__
+from muxlab.errors import MuxlabError
+
+# name -> module providing ``add_parser(subparsers)``; imported lazily so ``muxlab serve``
+# never pays for matplotlib.
+SUBCOMMANDS: dict[str, str] = {
+    "serve": "servers.cli",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``muxlab serve: error: ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="muxlab",
+        description="Measure select, poll, epoll-LT and epoll-ET servers on real sockets.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"muxlab {__version__}")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser
+    )
+    for module_name in SUBCOMMANDS.values():
+        importlib.import_module(module_name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except MuxlabError as exc:
+        print(f"muxlab {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+    return status

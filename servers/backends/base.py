@@ -1,0 +1,74 @@
+"""The one interface every readiness mechanism implements.
+
+Event bits are the kernel's own: ``EPOLLIN == POLLIN == 1``, ``EPOLLOUT == POLLOUT == 4``,
+``EPOLLERR == POLLERR == 8``, ``EPOLLHUP == POLLHUP == 16`` (see ``poll(2)`` and
+``epoll_ctl(2)``). Using them directly lets poll and epoll hand their result lists to the
+server untranslated, so no backend pays for a conversion the others do not.
+
+The interface is deliberately as small as CPython's ``selectors``: register, modify,
+unregister, wait. What the server does with the events (accept, read, write, close) is
+shared code in :mod:`servers.loop`; a backend only says how readiness is registered and
+waited for, whether it is edge-triggered, and how many descriptors it can watch.
+"""
+
+from __future__ import annotations
+
+import select
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+READ: int = select.POLLIN
+WRITE: int = select.POLLOUT
+# Reported whether or not they were asked for (poll(2), epoll_ctl(2)): a reset or a peer
+# that closed both directions. The server treats them as "read now to learn what happened".
+ERROR: int = select.POLLERR | select.POLLHUP
+
+# glibc's FD_SETSIZE: select(2) takes bitmaps of this many bits, and CPython refuses any
+# descriptor at or above it ("filedescriptor out of range in select()").
+FD_SETSIZE: int = 1024
+
+Event = tuple[int, int]
+"""``(fd, events)`` as returned by :meth:`Backend.wait`."""
+
+
+class DescriptorCeilingError(ValueError):
+    """The descriptor is at or above what this mechanism can watch."""
+
+
+class Backend(ABC):
+    """A readiness mechanism: the part of an event loop that talks to the kernel."""
+
+    name: ClassVar[str]
+    edge_triggered: ClassVar[bool] = False
+    fd_ceiling: ClassVar[int | None] = None
+    """The first descriptor number this backend cannot watch; ``None`` means no ceiling."""
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this backend cannot run on this machine, or ``None`` when it can."""
+        return None
+
+    def check_fd(self, fd: int) -> None:
+        if self.fd_ceiling is not None and fd >= self.fd_ceiling:
+            raise DescriptorCeilingError(
+                f"descriptor {fd} is at or above {self.name}'s ceiling of {self.fd_ceiling}"
+            )
+
+    @abstractmethod
+    def register(self, fd: int, events: int) -> None:
+        """Start watching ``fd`` for ``events`` (a mask of READ and WRITE)."""
+
+    @abstractmethod
+    def modify(self, fd: int, events: int) -> None:
+        """Change what ``fd`` is watched for; ``0`` keeps it registered but silent."""
+
+    @abstractmethod
+    def unregister(self, fd: int) -> None:
+        """Stop watching ``fd``. Must be called before the descriptor is closed."""
+
+    @abstractmethod
+    def wait(self, timeout_s: float | None) -> list[Event]:
+        """Block until a descriptor is ready or ``timeout_s`` passes (``None``: forever)."""
+
+    def close(self) -> None:
+        """Release the kernel object, if the mechanism has one."""

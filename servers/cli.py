@@ -1,0 +1,109 @@
+"""``muxlab serve``: run one backend with one protocol until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+
+from muxlab.errors import SetupError, UsageError
+from servers.backends import BACKEND_NAMES, BackendUnavailableError
+from servers.counters import format_counters_line, format_counters_table
+from servers.loop import Server, ServerConfig, ServerSetupError
+from servers.protocols import PROTOCOL_NAMES
+
+READY_LINE = "muxlab: listening on {host}:{port} backend={backend} protocol={protocol}"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run a server on one backend",
+        description=(
+            "Serve echo or HTTP on one readiness backend. The first stdout line is "
+            "'muxlab: listening on HOST:PORT backend=NAME protocol=NAME'. Send SIGUSR1 to "
+            "print the counters as one 'muxlab: counters {json}' line on stdout; "
+            "SIGINT/SIGTERM stop the server, which prints the final counters and exits 0."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    defaults = ServerConfig()
+    parser.add_argument("--backend", choices=BACKEND_NAMES, default=defaults.backend,
+                        help="readiness mechanism")
+    parser.add_argument("--protocol", choices=PROTOCOL_NAMES, default=defaults.protocol,
+                        help="echo: every byte back; http: fixed 200 OK, keep-alive")
+    parser.add_argument("--host", default=defaults.host, help="address to bind")
+    parser.add_argument("--port", type=int, default=defaults.port,
+                        help="TCP port to bind; 0 picks a free one")
+    parser.add_argument("--backlog", type=int, default=defaults.backlog,
+                        help="listen(2) backlog, in connections (the kernel caps it at "
+                        "net.core.somaxconn)")
+    parser.add_argument("--read-bytes", type=int, default=defaults.read_bytes,
+                        help="bytes asked for per recv(2) call")
+    parser.add_argument("--high-water", type=int, default=defaults.high_water_bytes,
+                        help="bytes of queued output per connection at which the server "
+                        "stops reading from it (backpressure)")
+    parser.add_argument("--low-water", type=int, default=defaults.low_water_bytes,
+                        help="bytes of queued output below which reading resumes")
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="pin the server to this CPU number (default: not pinned)")
+    parser.set_defaults(run=run)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0..65535, not {args.port}")
+    if args.read_bytes < 1 or args.backlog < 1:
+        raise UsageError("--read-bytes and --backlog must be positive")
+    if not 0 <= args.low_water <= args.high_water:
+        raise UsageError("need 0 <= --low-water <= --high-water")
+    return ServerConfig(
+        backend=args.backend,
+        protocol=args.protocol,
+        host=args.host,
+        port=args.port,
+        backlog=args.backlog,
+        read_bytes=args.read_bytes,
+        high_water_bytes=args.high_water,
+        low_water_bytes=args.low_water,
+    )
+
+
+def pin_to_cpu(cpu: int | None) -> None:
+    if cpu is None:
+        return
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot pin to CPU {cpu}: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    pin_to_cpu(args.cpu)
+    logging.basicConfig(format="muxlab serve: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        server = Server(config)
+    except (ServerSetupError, BackendUnavailableError) as exc:
+        raise SetupError(str(exc)) from None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.request_stop()
+
+    def report(signum: int, frame: FrameType | None) -> None:
+        print(format_counters_line(server.counters.snapshot()), flush=True)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGUSR1, report)
+    host, port = server.address
+    print(READY_LINE.format(host=host, port=port, backend=config.backend,
+                            protocol=config.protocol), flush=True)
+    server.run()
+    snapshot = server.counters.snapshot()
+    print(format_counters_line(snapshot), flush=True)
+    print(format_counters_table(snapshot), file=sys.stderr)
+    return 0

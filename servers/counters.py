@@ -1,0 +1,73 @@
+"""What a server counts, and how a harness reads it.
+
+The event loop increments plain integer attributes (the cheapest update CPython has); a
+snapshot adds the process's CPU time so a harness can compute CPU per request between two
+snapshots without restarting the server. ``muxlab serve`` prints a snapshot as one line,
+``muxlab: counters {json}``, on SIGUSR1 and at shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+COUNTERS_PREFIX = "muxlab: counters "
+
+
+@dataclass(slots=True)
+class Counters:
+    wait_calls: int = 0
+    events: int = 0
+    accepts: int = 0
+    accepts_eagain: int = 0
+    reads: int = 0
+    reads_eagain: int = 0
+    writes: int = 0
+    writes_eagain: int = 0
+    partial_writes: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    connections_open: int = 0
+    connections_accepted: int = 0
+    connections_closed: int = 0
+    read_pauses: int = 0
+    peak_output_bytes: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def snapshot(self) -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["errors"] = dict(sorted(self.errors.items()))
+        data["cpu_user_s"] = usage.ru_utime
+        data["cpu_system_s"] = usage.ru_stime
+        data["max_rss_kib"] = usage.ru_maxrss
+        return data
+
+
+def format_counters_line(snapshot: dict[str, Any]) -> str:
+    return COUNTERS_PREFIX + json.dumps(snapshot, sort_keys=True)
+
+
+def parse_counters_line(line: str) -> dict[str, Any] | None:
+    """The snapshot in a ``muxlab: counters`` line, or ``None`` for any other line."""
+    if not line.startswith(COUNTERS_PREFIX):
+        return None
+    parsed: dict[str, Any] = json.loads(line[len(COUNTERS_PREFIX) :])
+    return parsed
+
+
+def format_counters_table(snapshot: dict[str, Any]) -> str:
+    """A human-readable block, one counter a line, for the shutdown report on stderr."""
+    lines = ["muxlab: final counters"]
+    for name, value in snapshot.items():
+        if name == "errors":
+            detail = ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+            lines.append(f"  {'errors':<22} {detail}")
+        elif isinstance(value, float):
+            lines.append(f"  {name:<22} {value:.3f}")
+        else:
+            lines.append(f"  {name:<22} {value}")
+    return "\n".join(lines)
