@@ -46,10 +46,15 @@ class ServerProcess:
         extra_args: Sequence[str] = (),
         ready_timeout_s: float = 10.0,
         env: dict[str, str] | None = None,
+        command: Sequence[str] = ("-m", "muxlab", "serve"),
+        impl_option: str = "--backend",
     ) -> None:
+        # ``command`` and ``impl_option`` let the sweep start a reference peer
+        # (``-m servers.peers --impl NAME``) the same way: a peer takes the same address
+        # and --cpu options and prints the same ready line and counters.
         self.argv = [
-            sys.executable, "-m", "muxlab", "serve",
-            "--backend", backend, "--protocol", protocol,
+            sys.executable, *command,
+            impl_option, backend, "--protocol", protocol,
             "--host", host, "--port", str(port),
         ]  # fmt: skip
         if cpu is not None:

@@ -1,0 +1,401 @@
+"""Reference peers: what a user would otherwise pick, measured the same way as muxlab.
+
+- ``asyncio-protocol`` / ``asyncio-streams``: the standard library's event loop (epoll
+  through ``selectors``), with the low-level ``Protocol`` API and with the streams API.
+- ``uvloop-protocol`` / ``uvloop-streams``: the same code on uvloop (libuv, in C).
+- ``nginx``: one worker, HTTP only, from a generated configuration (:class:`NginxServer`).
+
+The Python peers run the very sessions of :mod:`servers.protocols`, so they send the same
+bytes as ``muxlab serve``, and they speak its process interface: the same ready line, a
+``muxlab: counters {json}`` line on SIGUSR1 and at shutdown, exit 0 on SIGTERM/SIGINT.
+They count only what they can see without instrumenting the loop: bytes in, bytes out
+(handed to the transport), connections and CPU time; wait calls and reads are not known.
+
+nginx sends the same body and ``Content-Type`` as :data:`servers.protocols.HTTP_OK`, but
+adds ``Server``, ``Date`` and ``Connection`` headers (about 80 bytes per reply); it has
+no counters, so its CPU time is read from ``/proc/<worker>/stat`` (``proc(5)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, get_args
+
+from servers.counters import Counters, format_counters_line
+from servers.process import ServerProcessError
+from servers.protocols import HTTP_BODY, PROTOCOL_NAMES, PROTOCOLS, ProtocolName
+
+PeerName = Literal[
+    "asyncio-protocol", "asyncio-streams", "uvloop-protocol", "uvloop-streams", "nginx"
+]
+PEER_NAMES: tuple[PeerName, ...] = get_args(PeerName)
+PYTHON_PEERS: tuple[PeerName, ...] = PEER_NAMES[:4]
+
+READY_LINE = "muxlab: listening on {host}:{port} backend={impl} protocol={protocol}"
+# Only what a peer really measures goes into its counters line; a 0 for wait_calls would
+# read as "no wait calls", not "not measured".
+PEER_COUNTERS = (
+    "bytes_in", "bytes_out", "connections_accepted", "connections_open",
+    "connections_closed", "errors", "cpu_user_s", "cpu_system_s", "max_rss_kib",
+)  # fmt: skip
+BACKLOG = 4096
+READ_BYTES = 65536
+NGINX_READY_TIMEOUT_S = 10.0
+
+
+def uvloop_missing() -> bool:
+    return importlib.util.find_spec("uvloop") is None
+
+
+def nginx_path() -> str | None:
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+
+
+def peer_unavailable_reason(name: str, protocol: str) -> str | None:
+    """Why ``name`` cannot serve ``protocol`` here, or ``None`` when it can."""
+    if name.startswith("uvloop") and uvloop_missing():
+        return "uvloop is not installed (pip install uvloop)"
+    if name == "nginx":
+        if protocol != "http":
+            return "nginx is compared on HTTP only"
+        if nginx_path() is None:
+            return "nginx is not installed (Debian package nginx-light)"
+    return None
+
+
+def counters_snapshot(counters: Counters) -> dict[str, Any]:
+    snapshot = counters.snapshot()
+    return {name: snapshot[name] for name in PEER_COUNTERS}
+
+
+# -- the Python peers ------------------------------------------------------------------
+
+
+class PeerProtocol(asyncio.Protocol):
+    """One connection on the ``Protocol`` API: session in, transport out."""
+
+    def __init__(self, protocol: ProtocolName, counters: Counters) -> None:
+        self._session = PROTOCOLS[protocol]()
+        self._counters = counters
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport does not subclass asyncio.Transport; it has the same API.
+        self._transport = transport  # type: ignore[assignment]
+        self._counters.connections_accepted += 1
+        self._counters.connections_open += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._counters.connections_open -= 1
+        self._counters.connections_closed += 1
+        if exc is not None:
+            self._counters.errors[type(exc).__name__] += 1
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        self._counters.bytes_in += len(data)
+        reply = self._session.data_received(data)
+        if reply:
+            transport.write(reply)
+            self._counters.bytes_out += len(reply)
+        if self._session.wants_close:
+            transport.close()
+
+    # Backpressure, as muxlab's high-water mark: stop reading from a client that does not
+    # read its replies, so the transport's buffer stays bounded.
+    def pause_writing(self) -> None:
+        assert self._transport is not None
+        self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        assert self._transport is not None
+        self._transport.resume_reading()
+
+
+def streams_handler(
+    protocol: ProtocolName, counters: Counters
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = PROTOCOLS[protocol]()
+        counters.connections_accepted += 1
+        counters.connections_open += 1
+        try:
+            while not session.wants_close:
+                data = await reader.read(READ_BYTES)
+                if not data:
+                    break
+                counters.bytes_in += len(data)
+                reply = session.data_received(data)
+                if reply:
+                    writer.write(reply)
+                    counters.bytes_out += len(reply)
+                    await writer.drain()
+        except OSError as exc:
+            counters.errors[type(exc).__name__] += 1
+        finally:
+            counters.connections_open -= 1
+            counters.connections_closed += 1
+            writer.close()
+
+    return handle
+
+
+async def serve_python_peer(impl: PeerName, protocol: ProtocolName, host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    counters = Counters()
+    server: asyncio.base_events.Server
+    if impl.endswith("-streams"):
+        server = await asyncio.start_server(
+            streams_handler(protocol, counters), host, port, backlog=BACKLOG
+        )
+    else:
+        server = await loop.create_server(
+            lambda: PeerProtocol(protocol, counters), host, port, backlog=BACKLOG
+        )
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(
+        signal.SIGUSR1, lambda: print(format_counters_line(counters_snapshot(counters)), flush=True)
+    )
+    bound_host, bound_port = server.sockets[0].getsockname()[:2]
+    print(READY_LINE.format(host=bound_host, port=bound_port, impl=impl, protocol=protocol),
+          flush=True)  # fmt: skip
+    await stop.wait()
+    server.close()
+    print(format_counters_line(counters_snapshot(counters)), flush=True)
+
+
+def run_python_peer(impl: PeerName, protocol: ProtocolName, host: str, port: int) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if impl.startswith("uvloop"):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve_python_peer(impl, protocol, host, port))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m servers.peers",
+        description="Run a reference peer server with muxlab serve's process interface.",
+    )
+    parser.add_argument("--impl", choices=PYTHON_PEERS, required=True)
+    parser.add_argument("--protocol", choices=PROTOCOL_NAMES, default="echo")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU number")
+    args = parser.parse_args(argv)
+    reason = peer_unavailable_reason(args.impl, args.protocol)
+    if reason is not None:
+        parser.exit(2, f"{parser.prog}: error: {args.impl}: {reason}\n")
+    if args.cpu is not None:
+        try:
+            os.sched_setaffinity(0, {args.cpu})
+        except (OSError, ValueError) as exc:
+            parser.exit(2, f"{parser.prog}: error: cannot pin to CPU {args.cpu}: {exc}\n")
+    try:
+        run_python_peer(args.impl, args.protocol, args.host, args.port)
+    except OSError as exc:
+        parser.exit(2, f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: {exc}\n")
+    return 0
+
+
+# -- nginx -----------------------------------------------------------------------------
+
+NGINX_CONF = """\
+# Generated by muxlab (servers/peers.py): one worker, one keep-alive HTTP location.
+daemon off;
+master_process on;
+worker_processes 1;
+worker_cpu_affinity {affinity};
+worker_rlimit_nofile {nofile};
+pid {dir}/nginx.pid;
+error_log stderr warn;
+{user}
+events {{
+    worker_connections {connections};
+}}
+http {{
+    access_log off;
+    server_tokens off;
+    # nginx closes a keep-alive connection after 1000 requests by default (1.19.10+);
+    # the load generator's connections live for the whole run.
+    keepalive_requests 1000000000;
+    keepalive_timeout 3600s;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen {host}:{port} backlog={backlog};
+        location / {{
+            default_type text/plain;
+            return 200 "{body}";
+        }}
+    }}
+}}
+"""
+
+
+def free_port(host: str) -> int:
+    """A port nothing listens on now; nginx cannot take port 0, so one is picked here."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds_of(pid: int) -> tuple[float, float]:
+    """``(user_s, system_s)`` of a process, fields 14 and 15 of ``/proc/PID/stat``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def children_of(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(entry.name))
+    return children
+
+
+class NginxServer:
+    """nginx with one worker; the same methods as :class:`ServerProcess` that a sweep uses."""
+
+    def __init__(self, protocol: str = "http", *, host: str = "127.0.0.1", cpu: int | None = None,
+                 connections: int = 19000) -> None:  # fmt: skip
+        reason = peer_unavailable_reason("nginx", protocol)
+        if reason is not None:
+            raise ServerProcessError(reason)
+        self.host = host
+        self.port = 0
+        self.cpu = cpu
+        self.connections = connections
+        self.final_counters: dict[str, Any] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._worker_pid = 0
+
+    def config_text(self, directory: str, port: int) -> str:
+        body = HTTP_BODY.decode().replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        affinity = "auto" if self.cpu is None else format(1 << self.cpu, "b")
+        return NGINX_CONF.format(
+            affinity=affinity, nofile=self.connections + 100, dir=directory,
+            user="user root;" if os.geteuid() == 0 else "", connections=self.connections,
+            host=self.host, port=port, backlog=BACKLOG, body=body,
+        )  # fmt: skip
+
+    def start(self) -> NginxServer:
+        self._dir = tempfile.TemporaryDirectory(prefix="muxlab-nginx-")
+        conf = Path(self._dir.name, "nginx.conf")
+        self.port = free_port(self.host)
+        conf.write_text(self.config_text(self._dir.name, self.port))
+        nginx = nginx_path()
+        assert nginx is not None
+        self._proc = subprocess.Popen(
+            [nginx, "-c", str(conf), "-p", self._dir.name, "-e", "stderr"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + NGINX_READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                stderr = self._proc.stderr.read().decode() if self._proc.stderr else ""
+                raise ServerProcessError(f"nginx exited with {self._proc.returncode}: {stderr}")
+            workers = children_of(self._proc.pid)
+            if workers and self._accepts():
+                self._worker_pid = workers[0]
+                return
+            time.sleep(0.02)
+        raise ServerProcessError(f"nginx did not listen on {self.host}:{self.port} in time")
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def stop(self, timeout_s: float = 10.0) -> dict[str, Any] | None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            # SIGTERM is nginx's "fast shutdown"; SIGQUIT would wait for keep-alives.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc is not None and proc.stderr is not None:
+            proc.stderr.close()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+        return self.final_counters
+
+    def __enter__(self) -> NginxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        return self._worker_pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def counters(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        user_s, system_s = cpu_seconds_of(self._worker_pid)
+        return {"cpu_user_s": user_s, "cpu_system_s": system_s}
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds_of(self._worker_pid))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
