@@ -1,4 +1,4 @@
-"""Root conftest: plain ``pytest`` runs ``tests/``; ``pytest --benchmark-only`` adds ``benchmarks/``."""
+"""Root conftest: plain ``pytest`` runs tests/; ``pytest --benchmark-only`` adds benchmarks/."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ BENCHMARKS = Path(__file__).parent / "benchmarks"
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if BENCHMARKS in (collection_path, *collection_path.parents):
-        if not config.getoption("benchmark_only", default=False):
-            return True
+    in_benchmarks = BENCHMARKS in (collection_path, *collection_path.parents)
+    if in_benchmarks and not config.getoption("benchmark_only", default=False):
+        return True
     return None

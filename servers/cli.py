@@ -31,25 +31,50 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     defaults = ServerConfig()
-    parser.add_argument("--backend", choices=BACKEND_NAMES, default=defaults.backend,
-                        help="readiness mechanism")
-    parser.add_argument("--protocol", choices=PROTOCOL_NAMES, default=defaults.protocol,
-                        help="echo: every byte back; http: fixed 200 OK, keep-alive")
+    parser.add_argument(
+        "--backend", choices=BACKEND_NAMES, default=defaults.backend, help="readiness mechanism"
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOL_NAMES,
+        default=defaults.protocol,
+        help="echo: every byte back; http: fixed 200 OK, keep-alive",
+    )
     parser.add_argument("--host", default=defaults.host, help="address to bind")
-    parser.add_argument("--port", type=int, default=defaults.port,
-                        help="TCP port to bind; 0 picks a free one")
-    parser.add_argument("--backlog", type=int, default=defaults.backlog,
-                        help="listen(2) backlog, in connections (the kernel caps it at "
-                        "net.core.somaxconn)")
-    parser.add_argument("--read-bytes", type=int, default=defaults.read_bytes,
-                        help="bytes asked for per recv(2) call")
-    parser.add_argument("--high-water", type=int, default=defaults.high_water_bytes,
-                        help="bytes of queued output per connection at which the server "
-                        "stops reading from it (backpressure)")
-    parser.add_argument("--low-water", type=int, default=defaults.low_water_bytes,
-                        help="bytes of queued output below which reading resumes")
-    parser.add_argument("--cpu", type=int, default=None,
-                        help="pin the server to this CPU number (default: not pinned)")
+    parser.add_argument(
+        "--port", type=int, default=defaults.port, help="TCP port to bind; 0 picks a free one"
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=defaults.backlog,
+        help="listen(2) backlog, in connections (the kernel caps it at net.core.somaxconn)",
+    )
+    parser.add_argument(
+        "--read-bytes",
+        type=int,
+        default=defaults.read_bytes,
+        help="bytes asked for per recv(2) call",
+    )
+    parser.add_argument(
+        "--high-water",
+        type=int,
+        default=defaults.high_water_bytes,
+        help="bytes of queued output per connection at which the server "
+        "stops reading from it (backpressure)",
+    )
+    parser.add_argument(
+        "--low-water",
+        type=int,
+        default=defaults.low_water_bytes,
+        help="bytes of queued output below which reading resumes",
+    )
+    parser.add_argument(
+        "--cpu",
+        type=int,
+        default=None,
+        help="pin the server to this CPU number (default: not pinned)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -100,8 +125,10 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGUSR1, report)
     host, port = server.address
-    print(READY_LINE.format(host=host, port=port, backend=config.backend,
-                            protocol=config.protocol), flush=True)
+    print(
+        READY_LINE.format(host=host, port=port, backend=config.backend, protocol=config.protocol),
+        flush=True,
+    )
     server.run()
     snapshot = server.counters.snapshot()
     print(format_counters_line(snapshot), flush=True)

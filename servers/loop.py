@@ -24,8 +24,10 @@ Rules the loop keeps, on every backend:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -68,7 +70,7 @@ class ServerSetupError(RuntimeError):
 
 
 class Connection:
-    __slots__ = ("sock", "fd", "session", "out", "out_bytes", "interest", "paused", "eof", "closed")
+    __slots__ = ("closed", "eof", "fd", "interest", "out", "out_bytes", "paused", "session", "sock")
 
     def __init__(self, sock: socket.socket, fd: int, session: Session) -> None:
         self.sock = sock
@@ -111,7 +113,9 @@ def open_listener(host: str, port: int, backlog: int) -> socket.socket:
     except socket.gaierror as exc:
         raise ServerSetupError(f"cannot resolve host {host!r}: {exc.strerror}") from None
     except OSError as exc:
-        raise ServerSetupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise ServerSetupError(
+            f"cannot listen on {host}:{port}: {os.strerror(exc.errno or 0)}"
+        ) from None
     listener.setblocking(False)
     return listener
 
@@ -159,10 +163,9 @@ class Server:
     def request_stop(self) -> None:
         """Make :meth:`run` return soon; safe from another thread or a signal handler."""
         self._stopping = True
-        try:
+        # A full or closed pair means the loop is already waking, or gone: fine either way.
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
-        except OSError:
-            pass  # the pair is full or closed: the loop is waking or gone either way
 
     def run(self) -> None:
         try:

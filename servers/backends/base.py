@@ -70,5 +70,5 @@ class Backend(ABC):
     def wait(self, timeout_s: float | None) -> list[Event]:
         """Block until a descriptor is ready or ``timeout_s`` passes (``None``: forever)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (select and poll hold no kernel object)
         """Release the kernel object, if the mechanism has one."""

@@ -1,0 +1,1 @@
+"""muxlab's servers: readiness backends, the shared event loop, protocols and peers."""

@@ -1,0 +1,82 @@
+"""Protocol sessions in isolation: echo identity and the HTTP parser's framing rules."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from servers.protocols import (
+    HTTP_BAD_REQUEST,
+    HTTP_OK,
+    HTTP_OK_CLOSE,
+    MAX_HEAD_BYTES,
+    PROTOCOLS,
+    HttpSession,
+)
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_echo_returns_every_byte() -> None:
+    session = PROTOCOLS["echo"]()
+    assert session.data_received(b"abc") == b"abc"
+    assert not session.wants_close
+
+
+def test_http_single_request() -> None:
+    session = HttpSession()
+    assert session.data_received(GET) == HTTP_OK
+    assert not session.wants_close
+
+
+@given(st.lists(st.integers(min_value=1, max_value=len(GET) * 3 - 1), max_size=6))
+def test_http_pipelined_requests_split_anywhere(cuts: list[int]) -> None:
+    stream = GET * 3
+    bounds = [0, *sorted(set(cuts)), len(stream)]
+    session = HttpSession()
+    replies = b"".join(session.data_received(stream[i:j]) for i, j in itertools.pairwise(bounds))
+    assert replies == HTTP_OK * 3
+
+
+def test_http_body_is_skipped_not_parsed_as_a_request() -> None:
+    session = HttpSession()
+    request = b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789"
+    assert session.data_received(request[:-4]) == HTTP_OK
+    assert session.data_received(request[-4:] + GET) == HTTP_OK
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"get / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nNoColonHere\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: ten\r\n\r\n",
+        b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+)
+def test_http_malformed_head_gets_400_and_close(head: bytes) -> None:
+    session = HttpSession()
+    assert session.data_received(GET + head + GET) == HTTP_OK + HTTP_BAD_REQUEST
+    assert session.wants_close
+
+
+def test_http_oversized_head_gets_400_before_it_ends() -> None:
+    session = HttpSession()
+    partial = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * MAX_HEAD_BYTES
+    assert session.data_received(partial) == HTTP_BAD_REQUEST
+    assert session.wants_close
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"GET / HTTP/1.0\r\n\r\n", b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"],
+)
+def test_http_close_requests_end_the_connection(request_bytes: bytes) -> None:
+    session = HttpSession()
+    assert session.data_received(request_bytes + GET) == HTTP_OK_CLOSE
+    assert session.wants_close

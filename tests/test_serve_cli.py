@@ -1,0 +1,86 @@
+"""``muxlab serve`` as a user meets it: ready line, signals, and one-line errors."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from servers.process import READY_RE
+from tests.conftest import ServerFactory
+
+SERVE = [sys.executable, "-m", "muxlab", "serve"]
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SERVE, *args], capture_output=True, text=True, timeout=20)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ready_line_then_clean_exit_on_signal(sig: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        [*SERVE, "--backend", "poll", "--protocol", "http", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().rstrip("\n")
+        match = READY_RE.match(first)
+        assert match, first
+        assert (match["host"], match["backend"], match["protocol"]) == ("127.0.0.1", "poll", "http")
+        assert int(match["port"]) > 0
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert out.startswith("muxlab: counters {")
+    assert "Traceback" not in err
+
+
+def test_counters_can_be_read_repeatedly_from_a_running_server(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server("epoll-lt", "echo")
+    first = server.counters()
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(4) == b"ping"
+    second = server.counters()
+    assert second["bytes_out"] - first["bytes_out"] == 4
+    assert second["connections_accepted"] - first["connections_accepted"] == 1
+    assert second["cpu_user_s"] >= first["cpu_user_s"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "kqueue"], "invalid choice: 'kqueue'"),
+        (["--port", "70000"], "--port must be 0..65535"),
+        (["--host", "no-such-host.invalid"], "cannot resolve host"),
+        (["--cpu", "999"], "cannot pin to CPU 999"),
+        (["--low-water", "10", "--high-water", "5"], "--low-water"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = run_serve(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_port_in_use_is_a_one_line_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_serve("--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"muxlab serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
