@@ -271,3 +271,23 @@ def test_sigterm_exits_zero_and_prints_counters(
     assert final["bytes_in"] == final["bytes_out"] == 5
     assert final["connections_accepted"] == 1
     assert "muxlab: final counters" in echo_server.stderr
+
+
+def test_edge_triggered_drains_until_eagain_level_triggered_does_not(
+    backend: str, start_server: ServerFactory, connect: Connect
+) -> None:
+    server = start_server(backend, "echo", extra_args=["--read-bytes", "1024"])
+    sock = connect(server.address)
+    assert echo_chunks(sock, [b"m" * 200_000]) == b"m" * 200_000
+    counters = server.counters()
+    assert counters["reads"] >= 200_000 // 1024
+    if backend == "epoll-et":
+        # Every read event and every accept event ends with the call that said EAGAIN.
+        assert counters["reads_eagain"] >= 1
+        assert counters["accepts_eagain"] >= 1
+        assert counters["reads"] > counters["wait_calls"]  # several reads per wake-up
+    else:
+        # One read per event: the kernel re-reports what is left, so no read meets EAGAIN.
+        assert counters["reads_eagain"] == 0
+        assert counters["accepts_eagain"] == 0
+        assert counters["wait_calls"] >= counters["reads"] // 2
