@@ -20,6 +20,7 @@ from muxlab.errors import MuxlabError
 # never pays for matplotlib.
 SUBCOMMANDS: dict[str, str] = {
     "serve": "servers.cli",
+    "demo": "lab.demo_cli",
 }
 
 

@@ -1,0 +1,70 @@
+"""Every demo reproduces its pitfall, and would say so if the naive handler were fixed."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from lab.demos import DEMOS, Demo, run_demo
+from muxlab.cli import main
+
+DEMO_PARAMS = [pytest.param(demo, id=name) for name, demo in DEMOS.items()]
+
+
+@pytest.mark.parametrize("demo", DEMO_PARAMS)
+def test_demo_reproduces(demo: Demo[Any, Any]) -> None:
+    report = run_demo(demo)
+    assert report.reproduced, report.text
+    assert report.exit_status == 0
+    naive, *fixed = report.outcomes
+    assert naive.role == "naive" and naive.shows_bug
+    assert fixed and all(o.role == "fixed" and not o.shows_bug for o in fixed)
+    assert "see: " + demo.man.split(",")[0] in report.text and "observed:" in report.text
+
+
+@pytest.mark.parametrize("demo", DEMO_PARAMS)
+def test_fixed_handler_in_the_naive_slot_is_not_a_reproduction(demo: Demo[Any, Any]) -> None:
+    # The bug check must depend on the handler: with the first fix swapped in for the
+    # naive handler, the naive-failure check fails and the demo exits 1.
+    swapped = dataclasses.replace(demo, naive=demo.fixed[0])
+    report = run_demo(swapped)
+    assert not report.outcomes[0].shows_bug, report.text
+    assert not report.reproduced
+    assert report.exit_status == 1
+    assert "NOT reproduced" in report.text
+
+
+def test_list_names_every_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(DEMOS)
+
+
+def test_cli_runs_a_demo_and_exits_0() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "muxlab", "demo", "lt-vs-et"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "result: reproduced" in proc.stdout
+    assert "epoll(7)" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["demo"], "name a demo"), (["demo", "no-such-demo"], "invalid choice")],
+)
+def test_bad_input_is_one_line(argv: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "muxlab", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("muxlab demo: error: ")
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
