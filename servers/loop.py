@@ -70,12 +70,21 @@ class ServerSetupError(RuntimeError):
 
 
 class Connection:
-    __slots__ = ("closed", "eof", "fd", "interest", "out", "out_bytes", "paused", "session", "sock")
+    """Per-connection state. ``recv``, ``send`` and ``feed`` are bound once, here, because
+    looking a method up costs about as much per request as the counters do."""
+
+    __slots__ = (
+        "closed", "eof", "fd", "feed", "interest", "out", "out_bytes", "paused", "recv",
+        "send", "session", "sock",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, fd: int, session: Session) -> None:
         self.sock = sock
         self.fd = fd
         self.session = session
+        self.recv = sock.recv
+        self.send = sock.send
+        self.feed = session.data_received
         self.out: deque[bytes | memoryview] = deque()
         self.out_bytes = 0
         self.interest = READ
@@ -141,6 +150,8 @@ class Server:
         self.counters = Counters()
         self._new_session = PROTOCOLS[config.protocol]
         self._drain = self.backend.edge_triggered
+        self._read_bytes = config.read_bytes
+        self._high_water_bytes = config.high_water_bytes
         self._conns: dict[int, Connection] = {}
         self._listen_fd = self.listener.fileno()
         self._accept_paused = False
@@ -210,14 +221,16 @@ class Server:
     # -- reading -------------------------------------------------------------------------
 
     def _on_readable(self, conn: Connection, ev: int) -> None:
+        # The request path: recv, protocol, optimistic send. It is one function, not three,
+        # because a Python call costs about 0.1 us and a request here costs about 5 us.
         if conn.paused and not ev & ERROR:
             return  # a stale event from before the pause; ERROR/HUP still gets read below
         counters = self.counters
-        sock = conn.sock
-        read_bytes = self.config.read_bytes
+        recv = conn.recv
+        read_bytes = self._read_bytes
         while True:
             try:
-                data = sock.recv(read_bytes)
+                data = recv(read_bytes)
             except BlockingIOError:
                 counters.reads_eagain += 1
                 return
@@ -229,15 +242,28 @@ class Server:
                 self._on_eof(conn)
                 return
             counters.bytes_in += len(data)
-            reply = conn.session.data_received(data)
+            reply = conn.feed(data)
             if reply:
-                self._send(conn, reply)
-                if conn.closed:
-                    return
+                if conn.out_bytes:
+                    self._enqueue(conn, reply)  # keep order behind what is queued
+                else:
+                    try:
+                        sent = conn.send(reply)
+                    except BlockingIOError:
+                        counters.writes_eagain += 1
+                        sent = 0
+                    except OSError as exc:
+                        self._close(conn, error_kind(exc))
+                        return
+                    else:
+                        counters.writes += 1
+                        counters.bytes_out += sent
+                    if sent < len(reply):
+                        self._queue_unsent(conn, reply, sent)
             if conn.session.wants_close:
                 self._on_eof(conn)
                 return
-            if conn.out_bytes > self.config.high_water_bytes:
+            if conn.out_bytes > self._high_water_bytes:
                 self._pause_reading(conn)
                 return
             if not self._drain:
@@ -257,28 +283,12 @@ class Server:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _send(self, conn: Connection, data: bytes) -> None:
-        """Send now if nothing is queued (keeps order); queue what the kernel refuses."""
-        counters = self.counters
-        if conn.out_bytes:
-            self._enqueue(conn, data)
-            return
-        try:
-            sent = conn.sock.send(data)
-        except BlockingIOError:
-            counters.writes_eagain += 1
-            sent = 0
-        except OSError as exc:
-            self._close(conn, error_kind(exc))
-            return
-        else:
-            counters.writes += 1
-            counters.bytes_out += sent
-        if sent < len(data):
-            if sent:
-                counters.partial_writes += 1
-            self._enqueue(conn, memoryview(data)[sent:] if sent else data)
-            self._update_interest(conn)
+    def _queue_unsent(self, conn: Connection, data: bytes, sent: int) -> None:
+        """The kernel took ``sent`` bytes of ``data``: queue the rest, ask for writability."""
+        if sent:
+            self.counters.partial_writes += 1
+        self._enqueue(conn, memoryview(data)[sent:] if sent else data)
+        self._update_interest(conn)
 
     def _enqueue(self, conn: Connection, data: bytes | memoryview) -> None:
         conn.out.append(data)
