@@ -21,6 +21,8 @@ from muxlab.errors import MuxlabError
 SUBCOMMANDS: dict[str, str] = {
     "serve": "servers.cli",
     "demo": "lab.demo_cli",
+    "sweep": "benchmarks.cli",
+    "plot": "benchmarks.plot_cli",
 }
 
 

@@ -48,9 +48,16 @@ READY_LINE = "muxlab: listening on {host}:{port} backend={impl} protocol={protoc
 # Only what a peer really measures goes into its counters line; a 0 for wait_calls would
 # read as "no wait calls", not "not measured".
 PEER_COUNTERS = (
-    "bytes_in", "bytes_out", "connections_accepted", "connections_open",
-    "connections_closed", "errors", "cpu_user_s", "cpu_system_s", "max_rss_kib",
-)  # fmt: skip
+    "bytes_in",
+    "bytes_out",
+    "connections_accepted",
+    "connections_open",
+    "connections_closed",
+    "errors",
+    "cpu_user_s",
+    "cpu_system_s",
+    "max_rss_kib",
+)
 BACKLOG = 4096
 READ_BYTES = 65536
 NGINX_READY_TIMEOUT_S = 10.0
@@ -173,8 +180,10 @@ async def serve_python_peer(impl: PeerName, protocol: ProtocolName, host: str, p
         signal.SIGUSR1, lambda: print(format_counters_line(counters_snapshot(counters)), flush=True)
     )
     bound_host, bound_port = server.sockets[0].getsockname()[:2]
-    print(READY_LINE.format(host=bound_host, port=bound_port, impl=impl, protocol=protocol),
-          flush=True)  # fmt: skip
+    print(
+        READY_LINE.format(host=bound_host, port=bound_port, impl=impl, protocol=protocol),
+        flush=True,
+    )
     await stop.wait()
     server.close()
     print(format_counters_line(counters_snapshot(counters)), flush=True)
@@ -287,8 +296,14 @@ def children_of(pid: int) -> list[int]:
 class NginxServer:
     """nginx with one worker; the same methods as :class:`ServerProcess` that a sweep uses."""
 
-    def __init__(self, protocol: str = "http", *, host: str = "127.0.0.1", cpu: int | None = None,
-                 connections: int = 19000) -> None:  # fmt: skip
+    def __init__(
+        self,
+        protocol: str = "http",
+        *,
+        host: str = "127.0.0.1",
+        cpu: int | None = None,
+        connections: int = 19000,
+    ) -> None:
         reason = peer_unavailable_reason("nginx", protocol)
         if reason is not None:
             raise ServerProcessError(reason)
@@ -305,10 +320,16 @@ class NginxServer:
         body = HTTP_BODY.decode().replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         affinity = "auto" if self.cpu is None else format(1 << self.cpu, "b")
         return NGINX_CONF.format(
-            affinity=affinity, nofile=self.connections + 100, dir=directory,
-            user="user root;" if os.geteuid() == 0 else "", connections=self.connections,
-            host=self.host, port=port, backlog=BACKLOG, body=body,
-        )  # fmt: skip
+            affinity=affinity,
+            nofile=self.connections + 100,
+            dir=directory,
+            user="user root;" if os.geteuid() == 0 else "",
+            connections=self.connections,
+            host=self.host,
+            port=port,
+            backlog=BACKLOG,
+            body=body,
+        )
 
     def start(self) -> NginxServer:
         self._dir = tempfile.TemporaryDirectory(prefix="muxlab-nginx-")
@@ -319,8 +340,10 @@ class NginxServer:
         assert nginx is not None
         self._proc = subprocess.Popen(
             [nginx, "-c", str(conf), "-p", self._dir.name, "-e", "stderr"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             self._wait_ready()
         except BaseException:

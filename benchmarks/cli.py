@@ -1,0 +1,267 @@
+"""``muxlab sweep``: run the experiment matrix, write results, charts and the summary.
+
+Heavy modules (numpy, matplotlib, the peers) are imported inside :func:`run`, because
+``muxlab`` builds every subcommand's parser on every start, ``muxlab serve`` included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import sys
+from pathlib import Path
+
+from muxlab.errors import UsageError
+
+# Seconds one run costs besides warm-up and measurement: two interpreters start, the load
+# generator connects, everything is reaped. Only for the time estimate.
+RUN_OVERHEAD_S = 1.5
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("empty list")
+    return values
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="run the benchmark matrix and draw the charts",
+        description=(
+            "Run experiments (active connections, idle connections, LT vs ET, reference "
+            "peers): for each point start the server pinned to one CPU, load it with "
+            "'muxlab load' pinned to the others, read the server's counters and CPU time "
+            "at the start and end of the measurement window, and reap everything. Writes "
+            "OUT/RUN_ID/results.json after every run, results.csv, charts (PNG and SVG) "
+            "and prints a summary with the headline ratios. Ctrl-C keeps what was measured; "
+            "--resume continues. See docs/sweep.md."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    plan = parser.add_argument_group("what to measure (not with --resume)")
+    plan.add_argument(
+        "--preset",
+        default="default",
+        help="quick (<= 90 s, CI), default (<= 10 min) or full (to the fd limit)",
+    )
+    plan.add_argument(
+        "--config", type=Path, default=None, help="TOML plan (see docs/sweep.md); replaces --preset"
+    )
+    plan.add_argument(
+        "--experiments",
+        type=name_list,
+        default=None,
+        help="comma-separated experiment names to keep (e.g. idle,ltet)",
+    )
+    plan.add_argument(
+        "--impls",
+        type=name_list,
+        default=None,
+        help="comma-separated backends/peers to keep (e.g. poll,epoll-lt)",
+    )
+    plan.add_argument(
+        "--connections",
+        type=int_list,
+        default=None,
+        help="active connections for the active, ltet and peers experiments",
+    )
+    plan.add_argument(
+        "--idle", type=int_list, default=None, help="idle connections for the idle experiment"
+    )
+    plan.add_argument(
+        "--sizes",
+        type=int_list,
+        default=None,
+        help="message sizes in bytes for the ltet experiment",
+    )
+    plan.add_argument("--repeats", type=int, default=None, help="runs per point")
+    plan.add_argument("--duration", type=float, default=None, help="measurement window, s")
+    plan.add_argument("--warmup", type=float, default=None, help="discarded warm-up, s")
+    parser.add_argument(
+        "--out-dir", type=Path, default=Path("results"), help="directory that receives RUN_ID/"
+    )
+    parser.add_argument(
+        "--run-id", default=None, help="name of the run directory (default: UTC time and preset)"
+    )
+    parser.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN",
+        help="continue an interrupted run: its run id (under --out-dir) "
+        "or its directory; finished runs are kept, none is repeated",
+    )
+    parser.add_argument(
+        "--server-cpu",
+        type=int,
+        default=None,
+        help="CPU for the server (default: the first available)",
+    )
+    parser.add_argument(
+        "--client-cpus",
+        type=int_list,
+        default=None,
+        help="CPUs for the load generator (default: all the others)",
+    )
+    parser.add_argument(
+        "--loadgen",
+        default=None,
+        help="command that runs the load generator (default: "
+        "'python -m muxlab load'); it must accept muxlab load's options",
+    )
+    parser.add_argument("--no-charts", action="store_true", help="skip drawing the charts")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmarks import experiments, sweep
+    from benchmarks.results import ResultsFile, now_iso
+    from muxlab.environment import environment
+
+    command = ["muxlab", *sys.argv[1:]]
+    if args.resume is not None:
+        results = resume_results(args)
+        plan = experiments.plan_from_json(results.data["plan"])
+        results.data["resumed"].append({"command": command, "at": now_iso()})
+    else:
+        plan = choose_plan(args)
+        run_id = args.run_id or default_run_id(plan.preset)
+        run_dir = args.out_dir / run_id
+        if (run_dir / "results.json").exists():
+            raise UsageError(f"{run_dir} already has results; use --resume {run_dir}")
+        default_server, default_clients = sweep.default_cpus()
+        server_cpu = default_server if args.server_cpu is None else args.server_cpu
+        client_cpus = default_clients if args.client_cpus is None else args.client_cpus
+        loadgen = shlex.split(args.loadgen) if args.loadgen else list(sweep.LOADGEN)
+        notes = [
+            f"descriptor budget per process: {experiments.fd_budget()} connections "
+            "(the server and the load generator each hold one per connection)"
+        ]
+        results = ResultsFile.create(
+            run_dir,
+            run_id,
+            plan,
+            command,
+            environment(),
+            {"server_cpu": server_cpu, "client_cpus": list(client_cpus), "loadgen": loadgen},
+            notes,
+        )
+    pinning = results.data["pinning"]
+    config = sweep.SweepConfig(
+        run_dir=results.run_dir,
+        server_cpu=pinning["server_cpu"],
+        client_cpus=tuple(pinning["client_cpus"]),
+        loadgen=tuple(pinning["loadgen"]),
+        progress=sys.stderr.isatty() and not args.quiet,
+    )
+    sweep.raise_fd_limit()
+    results.set_state("running")
+    announce(results, plan)
+    try:
+        sweep.run_points(results, plan, config)
+    except KeyboardInterrupt:
+        results.set_state("interrupted")
+        results.write_csv()
+        print(sweep.interrupted_message(results.run_dir), file=sys.stderr)
+        return 130
+    results.set_state("complete")
+    return finish(results, draw=not args.no_charts)
+
+
+def choose_plan(args: argparse.Namespace) -> object:
+    from benchmarks import experiments
+
+    plan = experiments.load_toml(args.config) if args.config else experiments.preset(args.preset)
+    flags = experiments.PlanOverrides(
+        experiments=args.experiments,
+        impls=args.impls,
+        connections=args.connections,
+        idle=args.idle,
+        msg_bytes=args.sizes,
+        repeats=args.repeats,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+    )
+    return experiments.apply_overrides(plan, flags)
+
+
+def resume_results(args: argparse.Namespace) -> object:
+    from benchmarks.results import ResultsFile
+
+    plan_flags = (
+        "config",
+        "experiments",
+        "impls",
+        "connections",
+        "idle",
+        "sizes",
+        "repeats",
+        "duration",
+        "warmup",
+        "run_id",
+        "server_cpu",
+        "client_cpus",
+        "loadgen",
+    )
+    given = [f"--{f.replace('_', '-')}" for f in plan_flags if getattr(args, f) is not None]
+    if given:
+        raise UsageError(f"--resume continues the stored plan; drop {', '.join(given)}")
+    path = Path(args.resume)
+    if not path.exists():
+        path = args.out_dir / args.resume
+    if not path.exists():
+        raise UsageError(f"no run {args.resume!r} (looked in {args.out_dir})")
+    return ResultsFile.load(path)
+
+
+def default_run_id(preset: str | None) -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{preset or 'custom'}"
+
+
+def announce(results: object, plan: object) -> None:
+    from benchmarks.experiments import SweepPlan
+    from benchmarks.results import ResultsFile
+
+    assert isinstance(results, ResultsFile) and isinstance(plan, SweepPlan)
+    records = results.data["points"]
+    todo = [r for r in records if r["status"] in ("pending", "failed")]
+    runs = sum(plan.repeats - len(r["repeats"]) for r in todo)
+    per_run = plan.warmup_s + plan.duration_s + RUN_OVERHEAD_S
+    estimate_s = runs * per_run + sum(
+        0.002 * (r["spec"]["connections"] + r["spec"]["idle"]) for r in todo
+    )
+    print(
+        f"muxlab sweep: run {results.data['run_id']}: {len(todo)} of {len(records)} points "
+        f"to measure, {runs} runs, about {estimate_s / 60:.1f} min; writing {results.run_dir}",
+        file=sys.stderr,
+    )
+
+
+def finish(results: object, draw: bool) -> int:
+    from benchmarks.plot import plot_results
+    from benchmarks.results import ResultsFile, validate
+    from benchmarks.summary import format_report
+
+    assert isinstance(results, ResultsFile)
+    csv_path = results.write_csv()
+    print(format_report(results.data))
+    problems = validate(results.data)
+    for problem in problems:
+        print(f"muxlab sweep: warning: {problem}", file=sys.stderr)
+    outputs = [results.path, csv_path]
+    if draw:
+        outputs += plot_results(results.data, results.run_dir / "charts")
+    print(f"\nmuxlab sweep: wrote {len(outputs)} files under {results.run_dir}", file=sys.stderr)
+    failed = [r for r in results.data["points"] if r["status"] == "failed"]
+    return 1 if failed else 0

@@ -1,0 +1,423 @@
+"""What a sweep measures: declarative experiment specs, the presets, and TOML plans.
+
+An experiment is a grid (implementations x protocols x active connections x idle
+connections x message sizes); its ``kind`` says which chart set draws it. A point is one
+cell of a grid; two experiments that name the same cell share one measurement, so the
+idle experiment's 0-idle point is the active experiment's 10-connection point.
+
+Descriptor budget: the server holds one descriptor per connection (active or idle) plus a
+few of its own, and so does the load generator, in its own process; both run under the
+same ``RLIMIT_NOFILE`` (20,000 here). ``full`` therefore stops at the limit minus
+:data:`RESERVED_FDS`, and select stops where its descriptors would reach ``FD_SETSIZE``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import resource
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from muxlab.errors import UsageError
+from servers.backends import BACKEND_NAMES, FD_SETSIZE
+from servers.peers import PEER_NAMES
+from servers.protocols import PROTOCOL_NAMES
+
+ExperimentKind = Literal["active", "idle", "ltet", "peers"]
+EXPERIMENT_KINDS: tuple[ExperimentKind, ...] = get_args(ExperimentKind)
+PresetName = Literal["quick", "default", "full"]
+PRESET_NAMES: tuple[PresetName, ...] = get_args(PresetName)
+IMPL_NAMES: tuple[str, ...] = (*BACKEND_NAMES, *PEER_NAMES)
+
+# Descriptors a server process holds besides its connections: stdio, the listener, the
+# wake-up socketpair, the epoll instance, with room to spare. select(2) cannot watch a
+# descriptor numbered FD_SETSIZE or above, and descriptors are allocated lowest first.
+RESERVED_FDS = 16
+SELECT_MAX_CONNECTIONS = FD_SETSIZE - RESERVED_FDS
+# The headline ratios (b) and (c) compare CPU per request at these points (issue 4).
+RATIO_CONNECTIONS = (100, 1000)
+RATIO_MSG_BYTES = 1024
+IDLE_ACTIVE_CONNECTIONS = 10
+
+
+@dataclass(frozen=True, order=True)
+class PointSpec:
+    """One measurement: a server implementation under one load."""
+
+    impl: str
+    protocol: str
+    connections: int
+    idle: int
+    msg_bytes: int  # echo payload per request; 0 for HTTP (fixed request and reply)
+    pipeline: int
+
+    @property
+    def key(self) -> str:
+        return (
+            f"{self.impl}/{self.protocol}/c{self.connections}/i{self.idle}"
+            f"/s{self.msg_bytes}/p{self.pipeline}"
+        )
+
+    @property
+    def total_connections(self) -> int:
+        return self.connections + self.idle
+
+    def skip_reason(self) -> str | None:
+        """Why this point cannot be measured by design (not by accident of this machine)."""
+        if self.impl == "select" and self.total_connections > SELECT_MAX_CONNECTIONS:
+            return (
+                f"select: {self.total_connections} connections + {RESERVED_FDS} reserved "
+                f"descriptors pass FD_SETSIZE={FD_SETSIZE} (select(2))"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    kind: ExperimentKind
+    impls: tuple[str, ...]
+    protocols: tuple[str, ...] = ("echo",)
+    connections: tuple[int, ...] = (IDLE_ACTIVE_CONNECTIONS,)
+    idle: tuple[int, ...] = (0,)
+    msg_bytes: tuple[int, ...] = (RATIO_MSG_BYTES,)
+    pipeline: int = 1
+
+    def points(self) -> list[PointSpec]:
+        points: list[PointSpec] = []
+        for impl, protocol, conns, idle, size in itertools.product(
+            self.impls, self.protocols, self.connections, self.idle, self.msg_bytes
+        ):
+            if impl == "nginx" and protocol != "http":
+                continue  # nginx is the HTTP reference only
+            point = PointSpec(
+                impl, protocol, conns, idle, size if protocol == "echo" else 0, self.pipeline
+            )
+            if point not in points:
+                points.append(point)
+        return points
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    experiments: tuple[ExperimentSpec, ...]
+    repeats: int
+    duration_s: float
+    warmup_s: float
+    preset: str | None = None
+    source: str | None = None  # the TOML file, when there was one
+
+    def points(self) -> list[PointSpec]:
+        """Every distinct point, in experiment order; shared points appear once."""
+        seen: dict[PointSpec, None] = {}
+        for experiment in self.experiments:
+            for point in experiment.points():
+                seen.setdefault(point)
+        return list(seen)
+
+    def experiments_of(self, point: PointSpec) -> list[str]:
+        return [e.name for e in self.experiments if point in e.points()]
+
+
+@dataclass(frozen=True)
+class PlanOverrides:
+    """Command-line flags laid over a preset or a TOML plan; ``None`` keeps the plan's."""
+
+    experiments: tuple[str, ...] | None = None
+    impls: tuple[str, ...] | None = None
+    connections: tuple[int, ...] | None = None
+    idle: tuple[int, ...] | None = None
+    msg_bytes: tuple[int, ...] | None = None
+    repeats: int | None = None
+    duration_s: float | None = None
+    warmup_s: float | None = None
+
+
+def fd_budget() -> int:
+    """Connections (active + idle) one server may hold: the fd limit minus its own needs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = hard if hard != resource.RLIM_INFINITY else soft
+    return max(0, limit - 4 * RESERVED_FDS)
+
+
+BACKENDS = tuple(BACKEND_NAMES)
+EPOLL = ("epoll-lt", "epoll-et")
+PY_PEERS = ("asyncio-protocol", "asyncio-streams", "uvloop-protocol", "uvloop-streams")
+HTTP_PEERS = ("epoll-lt", "epoll-et", "nginx", "asyncio-protocol", "uvloop-protocol")
+
+
+def _preset_experiments(
+    active: tuple[int, ...],
+    idle: tuple[int, ...],
+    ltet_sizes: tuple[int, ...],
+    ltet_connections: tuple[int, ...],
+    peer_connections: tuple[int, ...],
+    http_peers: tuple[str, ...],
+) -> tuple[ExperimentSpec, ...]:
+    return (
+        ExperimentSpec("active", "active", BACKENDS, connections=active),
+        ExperimentSpec("idle", "idle", BACKENDS, idle=idle),
+        ExperimentSpec("ltet", "ltet", EPOLL, connections=ltet_connections, msg_bytes=ltet_sizes),
+        ExperimentSpec("peers", "peers", EPOLL + PY_PEERS, connections=peer_connections),
+        ExperimentSpec(
+            "peers-http", "peers", http_peers, protocols=("http",), connections=peer_connections
+        ),
+    )
+
+
+def preset(name: str) -> SweepPlan:
+    if name == "quick":
+        # <= 90 s on 2 cores: two points per line, one repeat; enough to draw every chart
+        # and print every ratio that has a 100-connection point.
+        return SweepPlan(
+            _preset_experiments(
+                active=(1, 100),
+                idle=(0, 300, 2000),
+                ltet_sizes=(64, 65536),
+                ltet_connections=(10,),
+                peer_connections=(100,),
+                http_peers=("epoll-lt", "nginx", "uvloop-protocol"),
+            ),
+            repeats=1,
+            duration_s=0.6,
+            warmup_s=0.3,
+            preset=name,
+        )
+    if name == "default":
+        return SweepPlan(
+            _preset_experiments(
+                active=(1, 10, 100, 1000, 10000),
+                idle=(0, 100, 500, 3000, 10000),
+                ltet_sizes=(64, 1024, 16384, 1 << 20),
+                ltet_connections=(10, 100),
+                peer_connections=(100, 1000),
+                http_peers=HTTP_PEERS,
+            ),
+            repeats=3,
+            duration_s=1.0,
+            warmup_s=0.5,
+            preset=name,
+        )
+    if name == "full":
+        top = fd_budget()
+        active = (*(n for n in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if n < top), top)
+        idle_top = top - IDLE_ACTIVE_CONNECTIONS
+        idle = tuple(n for n in (0, 10, 100, 300, 500, 1000, 3000, 10000) if n < idle_top)
+        return SweepPlan(
+            _preset_experiments(
+                active=active,
+                idle=(*idle, idle_top),
+                ltet_sizes=(64, 256, 1024, 4096, 16384, 65536, 262144, 1 << 20),
+                ltet_connections=(1, 10, 100, 1000),
+                peer_connections=(10, 100, 1000, 10000),
+                http_peers=HTTP_PEERS,
+            ),
+            repeats=5,
+            duration_s=3.0,
+            warmup_s=1.0,
+            preset=name,
+        )
+    raise UsageError(f"unknown preset {name!r} (choose from {', '.join(PRESET_NAMES)})")
+
+
+# -- TOML ------------------------------------------------------------------------------
+
+_TOP_KEYS = {"preset", "repeats", "duration_s", "warmup_s", "experiments"}
+_EXPERIMENT_KEYS = {f.name for f in fields(ExperimentSpec)}
+
+
+def load_toml(path: Path) -> SweepPlan:
+    """A plan from a TOML file: an optional ``preset`` base, timing, ``[[experiments]]``."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from None
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise UsageError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    base = preset(str(data.get("preset", "quick")))
+    experiments = base.experiments
+    if "experiments" in data:
+        if not isinstance(data["experiments"], list) or not data["experiments"]:
+            raise UsageError(f"{path}: 'experiments' must be a non-empty array of tables")
+        experiments = tuple(_experiment_from_toml(path, e) for e in data["experiments"])
+    plan = replace(
+        base,
+        experiments=experiments,
+        source=str(path),
+        preset=base.preset if "preset" in data else None,
+    )
+    return replace(
+        plan,
+        repeats=_number(path, data, "repeats", plan.repeats, int),
+        duration_s=_number(path, data, "duration_s", plan.duration_s, float),
+        warmup_s=_number(path, data, "warmup_s", plan.warmup_s, float),
+    )
+
+
+def _number(path: Path, data: dict[str, Any], key: str, default: Any, kind: type) -> Any:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UsageError(f"{path}: {key} must be a number")
+    if kind is int and not isinstance(value, int):
+        raise UsageError(f"{path}: {key} must be an integer")
+    return kind(value)
+
+
+def _experiment_from_toml(path: Path, table: Any) -> ExperimentSpec:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: each [[experiments]] entry must be a table")
+    unknown = set(table) - _EXPERIMENT_KEYS
+    if unknown:
+        raise UsageError(f"{path}: unknown experiment key(s) {', '.join(sorted(unknown))}")
+    if "name" not in table:
+        raise UsageError(f"{path}: every experiment needs a name")
+    name = str(table["name"])
+    kind = table.get("kind", name)
+    if kind not in EXPERIMENT_KINDS:
+        kinds = ", ".join(EXPERIMENT_KINDS)
+        raise UsageError(f"{path}: experiment {name!r}: kind {kind!r} is not one of {kinds}")
+    values: dict[str, Any] = {"name": name, "kind": kind}
+    for key in ("impls", "protocols"):
+        if key in table:
+            values[key] = _strings(path, name, key, table[key])
+    for key in ("connections", "idle", "msg_bytes"):
+        if key in table:
+            values[key] = _ints(path, name, key, table[key])
+    if "pipeline" in table:
+        values["pipeline"] = _ints(path, name, "pipeline", [table["pipeline"]])[0]
+    if "impls" not in values:
+        raise UsageError(f"{path}: experiment {name!r} needs impls")
+    spec = ExperimentSpec(**values)
+    validate_experiment(spec)
+    return spec
+
+
+def _strings(path: Path, name: str, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"{path}: experiment {name!r}: {key} must be a list of strings")
+    return tuple(value)
+
+
+def _ints(path: Path, name: str, key: str, value: Any) -> tuple[int, ...]:
+    ok = isinstance(value, list) and value and all(type(v) is int for v in value)
+    if not ok:
+        raise UsageError(f"{path}: experiment {name!r}: {key} must be a list of integers")
+    return tuple(value)
+
+
+# -- checks and overrides --------------------------------------------------------------
+
+
+def validate_experiment(spec: ExperimentSpec) -> None:
+    for impl in spec.impls:
+        if impl not in IMPL_NAMES:
+            choices = ", ".join(IMPL_NAMES)
+            raise UsageError(f"unknown implementation {impl!r} (choose from {choices})")
+    for protocol in spec.protocols:
+        if protocol not in PROTOCOL_NAMES:
+            raise UsageError(f"unknown protocol {protocol!r} (choose from echo, http)")
+    if any(n < 1 for n in spec.connections):
+        raise UsageError(f"experiment {spec.name!r}: active connections must be >= 1")
+    if any(n < 0 for n in spec.idle):
+        raise UsageError(f"experiment {spec.name!r}: idle connections must be >= 0")
+    if any(n < 1 for n in spec.msg_bytes) or spec.pipeline < 1:
+        raise UsageError(f"experiment {spec.name!r}: sizes and pipeline must be >= 1")
+    budget = fd_budget()
+    too_many = [c + i for c in spec.connections for i in spec.idle if c + i > budget]
+    if too_many:
+        raise UsageError(
+            f"experiment {spec.name!r}: {max(too_many)} connections need as many descriptors "
+            f"in the server and in the load generator; the fd limit allows {budget} "
+            "(raise it with ulimit -n)"
+        )
+
+
+def apply_overrides(plan: SweepPlan, flags: PlanOverrides) -> SweepPlan:
+    experiments = plan.experiments
+    if flags.experiments is not None:
+        known = {e.name for e in experiments}
+        missing = [n for n in flags.experiments if n not in known]
+        if missing:
+            raise UsageError(
+                f"unknown experiment(s) {', '.join(missing)} (have: {', '.join(sorted(known))})"
+            )
+        experiments = tuple(e for e in experiments if e.name in flags.experiments)
+    if flags.impls is not None:
+        unknown = [n for n in flags.impls if n not in IMPL_NAMES]
+        if unknown:
+            raise UsageError(
+                f"unknown implementation(s) {', '.join(unknown)} "
+                f"(choose from {', '.join(IMPL_NAMES)})"
+            )
+        wanted = flags.impls
+        experiments = tuple(
+            replace(e, impls=tuple(i for i in e.impls if i in wanted)) for e in experiments
+        )
+        experiments = tuple(e for e in experiments if e.impls)
+    experiments = tuple(_override_grid(e, flags) for e in experiments)
+    for e in experiments:
+        validate_experiment(e)
+    new = replace(
+        plan,
+        experiments=experiments,
+        repeats=plan.repeats if flags.repeats is None else flags.repeats,
+        duration_s=plan.duration_s if flags.duration_s is None else flags.duration_s,
+        warmup_s=plan.warmup_s if flags.warmup_s is None else flags.warmup_s,
+    )
+    if not new.experiments or not new.points():
+        raise UsageError("the plan has no points left to measure")
+    if new.repeats < 1 or new.duration_s <= 0 or new.warmup_s < 0:
+        raise UsageError("need repeats >= 1, duration > 0 and warm-up >= 0")
+    return new
+
+
+def _override_grid(spec: ExperimentSpec, flags: PlanOverrides) -> ExperimentSpec:
+    if flags.connections is not None and spec.kind != "idle":
+        spec = replace(spec, connections=flags.connections)
+    if flags.idle is not None and spec.kind == "idle":
+        spec = replace(spec, idle=flags.idle)
+    if flags.msg_bytes is not None and spec.kind == "ltet":
+        spec = replace(spec, msg_bytes=flags.msg_bytes)
+    return spec
+
+
+def plan_to_json(plan: SweepPlan) -> dict[str, Any]:
+    return {
+        "preset": plan.preset,
+        "source": plan.source,
+        "repeats": plan.repeats,
+        "duration_s": plan.duration_s,
+        "warmup_s": plan.warmup_s,
+        "experiments": [
+            {f.name: getattr(e, f.name) for f in fields(ExperimentSpec)} for e in plan.experiments
+        ],
+    }
+
+
+def plan_from_json(data: dict[str, Any]) -> SweepPlan:
+    experiments = tuple(
+        ExperimentSpec(
+            name=e["name"],
+            kind=e["kind"],
+            impls=tuple(e["impls"]),
+            protocols=tuple(e["protocols"]),
+            connections=tuple(e["connections"]),
+            idle=tuple(e["idle"]),
+            msg_bytes=tuple(e["msg_bytes"]),
+            pipeline=e["pipeline"],
+        )
+        for e in data["experiments"]
+    )
+    return SweepPlan(
+        experiments,
+        data["repeats"],
+        data["duration_s"],
+        data["warmup_s"],
+        data.get("preset"),
+        data.get("source"),
+    )

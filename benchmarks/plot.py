@@ -1,0 +1,435 @@
+"""Charts, always drawn from a results file, never from live state (house style 8).
+
+Two inputs: a sweep's ``results.json`` (one chart set per experiment, chosen by its kind)
+and pytest-benchmark's ``--benchmark-json`` output (cost against N, one line per backend,
+one chart per benchmark group). Every chart is written as PNG and SVG, carries a title,
+axis labels with units, a legend, and a caption line saying how to read it.
+
+Conventions in every sweep chart: a marker is the median over the repeats, the error bar
+spans the inter-quartile range, and a hollow marker is a client-bound point (the load
+generator's CPUs were >= 90% busy, so the server may have had capacity left).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from benchmarks.experiments import SELECT_MAX_CONNECTIONS
+from benchmarks.results import METRICS, read_results_json
+from muxlab.errors import UsageError
+from servers.backends import FD_SETSIZE
+
+COLORS = {
+    "select": "tab:red",
+    "poll": "tab:orange",
+    "epoll-lt": "tab:blue",
+    "epoll-et": "tab:green",
+    "asyncio-protocol": "tab:purple",
+    "asyncio-streams": "tab:pink",
+    "uvloop-protocol": "tab:brown",
+    "uvloop-streams": "tab:olive",
+    "nginx": "tab:gray",
+}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", ":", "-.")
+HOLLOW_NOTE = "Marker = median of repeats, bar = IQR, hollow = client-bound (client CPUs >= 90%)."
+
+Record = dict[str, Any]
+
+
+# -- drawing helpers -------------------------------------------------------------------
+
+
+def draw_series(
+    ax: Axes,
+    records: Sequence[Record],
+    x_of: Callable[[Record], float],
+    metric: str,
+    *,
+    label: str,
+    color: str,
+    marker: str = "o",
+    linestyle: str = "-",
+    scale: float = 1.0,
+) -> None:
+    """One line: median per point, IQR error bars, hollow markers where client-bound."""
+    rows = []
+    for record in sorted(records, key=x_of):
+        stats = record["summary"].get(metric, {})
+        if record["status"] != "done" or stats.get("median") is None:
+            continue
+        rows.append(
+            (
+                x_of(record),
+                stats["median"] / scale,
+                stats["q25"] / scale,
+                stats["q75"] / scale,
+                record["client_bound"],
+            )
+        )
+    if not rows:
+        return
+    xs = [r[0] for r in rows]
+    med = [r[1] for r in rows]
+    yerr = [
+        [m - r[2] for m, r in zip(med, rows, strict=True)],
+        [r[3] - m for m, r in zip(med, rows, strict=True)],
+    ]
+    ax.errorbar(xs, med, yerr=yerr, color=color, linestyle=linestyle, capsize=3, label=label)
+    for x, y, _, _, hollow in rows:
+        ax.plot(
+            [x],
+            [y],
+            marker=marker,
+            color=color,
+            markersize=6,
+            markerfacecolor="white" if hollow else color,
+            linestyle="none",
+        )
+
+
+def finish(fig: Figure, title: str, caption: str, out_dir: Path, stem: str) -> list[Path]:
+    fig.suptitle(title, fontsize=12)
+    fig.text(0.01, 0.005, caption, fontsize=7.5, ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
+    for path in paths:
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def label_axes(ax: Axes, xlabel: str, metric: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(METRICS[metric][0])
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def group_records(records: Sequence[Record], *fields: str) -> dict[tuple[Any, ...], list[Record]]:
+    groups: dict[tuple[Any, ...], list[Record]] = defaultdict(list)
+    for record in records:
+        groups[tuple(record["spec"][f] for f in fields)].append(record)
+    return dict(groups)
+
+
+def machine_line(data: dict[str, Any]) -> str:
+    env = data["environment"]
+    pin = data.get("pinning", {})
+    return (
+        f"run {data['run_id']}: {env.get('cpu_model')}, {env.get('cpus')} CPUs, Linux "
+        f"{env.get('kernel')}, Python {env.get('python')}; server on CPU {pin.get('server_cpu')}, "
+        f"client on {pin.get('client_cpus')}; {data['plan']['repeats']} repeat(s) of "
+        f"{data['plan']['duration_s']} s."
+    )
+
+
+# -- sweep charts, one function per experiment kind ------------------------------------
+
+
+def chart_active(data: dict[str, Any], name: str, records: list[Record], out: Path) -> list[Path]:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    panels = (("rps", "throughput"), ("p50_us", "median latency"), ("p99_us", "p99 latency"))
+    for ax, (metric, title) in zip(axes, panels, strict=True):
+        for i, ((impl, protocol, size), group) in enumerate(
+            group_records(records, "impl", "protocol", "msg_bytes").items()
+        ):
+            draw_series(
+                ax,
+                group,
+                lambda r: r["spec"]["connections"],
+                metric,
+                label=f"{impl} ({protocol}{f' {size} B' if size else ''})",
+                color=COLORS.get(impl, "black"),
+                marker=MARKERS[i % len(MARKERS)],
+            )
+        ax.set_xscale("log")
+        if metric != "rps":
+            ax.set_yscale("log")
+        label_axes(ax, "active connections (log)", metric, title)
+    axes[0].legend(fontsize=8)
+    caption = (
+        "Closed loop, one request in flight per connection. With every connection busy, "
+        "each wait call returns many events, so the mechanisms' fixed cost is spread thin "
+        "and the lines stay close; latency grows with connections because the server serves "
+        f"them in turn. {HOLLOW_NOTE}\n{machine_line(data)}"
+    )
+    return finish(
+        fig, f"{name}: throughput and latency against active connections", caption, out, name
+    )
+
+
+def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path) -> list[Path]:
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    panels = (
+        ("rps", "throughput relative to 0 idle"),
+        ("p99_us", "p99 latency"),
+        ("cpu_us_per_request", "server CPU per request"),
+        ("wait_cpu_us", "CPU per wait call, dispatch included"),
+    )
+    groups = group_records(records, "impl", "connections", "msg_bytes")
+    ceiling_x: float | None = None
+    for ax, (metric, title) in zip(axes.flat, panels, strict=True):
+        for i, ((impl, active, _), group) in enumerate(groups.items()):
+            scale = 1.0
+            if metric == "rps":
+                base = [r for r in group if r["spec"]["idle"] == 0 and r["status"] == "done"]
+                if not base:
+                    continue
+                scale = base[0]["summary"]["rps"]["median"]
+            draw_series(
+                ax,
+                group,
+                lambda r: r["spec"]["idle"],
+                metric,
+                label=impl,
+                color=COLORS.get(impl, "black"),
+                marker=MARKERS[i % len(MARKERS)],
+                scale=scale,
+            )
+            if impl == "select" and any(r["status"] == "skipped" for r in group):
+                ceiling_x = SELECT_MAX_CONNECTIONS - active
+                mark_select_ceiling(ax, group, metric, scale, ceiling_x)
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
+        if metric != "rps":
+            ax.set_yscale("log")
+        else:
+            ax.axhline(1.0, color="black", linewidth=0.8, alpha=0.5)
+            ax.set_ylabel("throughput / throughput at 0 idle")
+        label_axes(ax, "idle connections (0, then log)", metric, title)
+        if metric == "rps":
+            ax.set_ylabel("throughput / throughput at 0 idle")
+    axes[0][0].legend(fontsize=8)
+    ceiling = (
+        f" select's line ends at its FD_SETSIZE ceiling (x marker, dotted line at "
+        f"{ceiling_x:,.0f} idle): it cannot watch descriptor {FD_SETSIZE} or above, so those "
+        "points are skipped, not measured."
+        if ceiling_x is not None
+        else ""
+    )
+    caption = (
+        "10 active connections plus idle ones that never send. select and poll pass every "
+        "registered descriptor to the kernel on every call, so their cost per wait grows "
+        "with idle connections and their throughput falls; epoll's wait cost depends on "
+        "ready descriptors only, so its line stays flat near 1.0."
+        + ceiling
+        + f" {HOLLOW_NOTE}\n{machine_line(data)}"
+    )
+    return finish(fig, f"{name}: 10 active connections plus idle ones", caption, out, name)
+
+
+def mark_select_ceiling(
+    ax: Axes, group: list[Record], metric: str, scale: float, ceiling_x: float
+) -> None:
+    measured = [r for r in group if r["status"] == "done" and r["summary"][metric]["median"]]
+    ax.axvline(ceiling_x, color=COLORS["select"], linestyle=":", linewidth=1.2)
+    if measured:
+        last = max(measured, key=lambda r: r["spec"]["idle"])
+        y = last["summary"][metric]["median"] / scale
+        ax.plot(
+            [ceiling_x], [y], marker="X", markersize=11, color=COLORS["select"], linestyle="none"
+        )
+        ax.annotate(
+            "select: FD_SETSIZE",
+            (ceiling_x, y),
+            textcoords="offset points",
+            xytext=(6, 6),
+            fontsize=8,
+            color=COLORS["select"],
+        )
+
+
+def chart_ltet(data: dict[str, Any], name: str, records: list[Record], out: Path) -> list[Path]:
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    panels = (
+        ("wait_calls_per_request", "wait calls per request"),
+        ("events_per_wait", "events per wait call"),
+        ("reads_per_request", "reads per request"),
+        ("reads_eagain_per_request", "reads that hit EAGAIN, per request"),
+        ("mib_per_s", "throughput"),
+        ("cpu_us_per_request", "server CPU per request"),
+    )
+    groups = group_records(records, "impl", "connections")
+    conns_order = sorted({k[1] for k in groups})
+    for ax, (metric, title) in zip(axes.flat, panels, strict=True):
+        for (impl, conns), group in groups.items():
+            style = LINESTYLES[conns_order.index(conns) % len(LINESTYLES)]
+            draw_series(
+                ax,
+                group,
+                lambda r: r["spec"]["msg_bytes"],
+                metric,
+                label=f"{impl}, {conns} conns",
+                color=COLORS.get(impl, "black"),
+                linestyle=style,
+                marker=MARKERS[conns_order.index(conns) % len(MARKERS)],
+            )
+        ax.set_xscale("log", base=2)
+        if metric in ("mib_per_s", "cpu_us_per_request", "reads_per_request"):
+            ax.set_yscale("log")
+        label_axes(ax, "message size (bytes, log 2)", metric, title)
+    axes[0][0].legend(fontsize=8)
+    caption = (
+        "Echo, closed loop. Edge-triggered (ET) must read until EAGAIN after every event, so "
+        "it pays one extra recv per wake-up (EAGAIN reads/request near 1) but never gets the "
+        "same readiness reported twice; level-triggered (LT) does one recv per event and lets "
+        "the next wait report what is left, so large messages cost it more wait calls and "
+        f"events. {HOLLOW_NOTE}\n{machine_line(data)}"
+    )
+    return finish(fig, f"{name}: epoll level-triggered vs edge-triggered", caption, out, name)
+
+
+def chart_peers(data: dict[str, Any], name: str, records: list[Record], out: Path) -> list[Path]:
+    protocols = sorted({r["spec"]["protocol"] for r in records})
+    fig, axes = plt.subplots(len(protocols), 3, figsize=(15, 4.6 * len(protocols)), squeeze=False)
+    panels = (
+        ("rps", "throughput"),
+        ("cpu_us_per_request", "server CPU per request"),
+        ("p99_us", "p99 latency"),
+    )
+    for row, protocol in zip(axes, protocols, strict=True):
+        mine = [r for r in records if r["spec"]["protocol"] == protocol]
+        for ax, (metric, title) in zip(row, panels, strict=True):
+            for i, ((impl,), group) in enumerate(group_records(mine, "impl").items()):
+                draw_series(
+                    ax,
+                    group,
+                    lambda r: r["spec"]["connections"],
+                    metric,
+                    label=impl,
+                    color=COLORS.get(impl, "black"),
+                    marker=MARKERS[i % len(MARKERS)],
+                )
+            ax.set_xscale("log")
+            if metric != "rps":
+                ax.set_yscale("log")
+            label_axes(ax, "connections (log)", metric, f"{protocol}: {title}")
+        row[0].legend(fontsize=8)
+    caption = (
+        "muxlab's epoll servers against what one would otherwise pick: asyncio (protocol and "
+        "streams APIs), uvloop (libuv, in C) and nginx (one worker, HTTP). Server CPU per "
+        "request is the server's user+system CPU in the window over the requests it served: "
+        "it stays comparable when the client is the bottleneck. Lower is better. "
+        f"{HOLLOW_NOTE}\n{machine_line(data)}"
+    )
+    return finish(fig, f"{name}: muxlab against reference servers", caption, out, name)
+
+
+CHARTS: dict[str, Callable[[dict[str, Any], str, list[Record], Path], list[Path]]] = {
+    "active": chart_active,
+    "idle": chart_idle,
+    "ltet": chart_ltet,
+    "peers": chart_peers,
+}
+
+
+def plot_results(data: dict[str, Any], out_dir: Path) -> list[Path]:
+    paths: list[Path] = []
+    for experiment in data["plan"]["experiments"]:
+        name = experiment["name"]
+        records = [r for r in data["points"] if name in r["experiments"]]
+        if any(r["status"] == "done" for r in records):
+            paths += CHARTS[experiment["kind"]](data, name, records, out_dir)
+    return paths
+
+
+# -- pytest-benchmark JSON -------------------------------------------------------------
+
+
+def plot_benchmark_json(data: dict[str, Any], out_dir: Path) -> list[Path]:
+    """One chart per group: the timed cost (or a recorded rate) against N, per backend."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for bench in data["benchmarks"]:
+        groups[bench.get("group") or "ungrouped"].append(bench)
+    paths: list[Path] = []
+    machine = data.get("machine_info", {})
+    where = (
+        f"{machine.get('cpu', {}).get('brand_raw', 'unknown CPU')}, Python "
+        f"{machine.get('python_version', '?')}, {data.get('datetime', '')}"
+    )
+    for group, benches in sorted(groups.items()):
+        x_key = benches[0]["extra_info"].get("x", "n_fds")
+        y_key = benches[0]["extra_info"].get("y")
+        fig, ax = plt.subplots(figsize=(8, 5.2))
+        lines: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+        for bench in benches:
+            info = bench["extra_info"]
+            if y_key:
+                value = float(info[y_key])
+                lines[info["backend"]].append((float(info[x_key]), value, value, value))
+            else:
+                stats = bench["stats"]
+                lines[info["backend"]].append(
+                    (
+                        float(info[x_key]),
+                        stats["median"] * 1e6,
+                        stats["q1"] * 1e6,
+                        stats["q3"] * 1e6,
+                    )
+                )
+        for i, (backend, points) in enumerate(sorted(lines.items())):
+            points.sort()
+            xs, med, lo, hi = zip(*points, strict=True)
+            ax.errorbar(
+                xs,
+                med,
+                yerr=[
+                    [m - q for m, q in zip(med, lo, strict=True)],
+                    [q - m for m, q in zip(med, hi, strict=True)],
+                ],
+                color=COLORS.get(backend, "black"),
+                marker=MARKERS[i % len(MARKERS)],
+                capsize=3,
+                label=backend,
+            )
+        ceiling = benches[0]["extra_info"].get("select_ceiling")
+        if ceiling:
+            ax.axvline(ceiling, color=COLORS["select"], linestyle=":")
+            ax.annotate(
+                f"select: FD_SETSIZE ({ceiling})",
+                (ceiling, 0.9),
+                xycoords=("data", "axes fraction"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                fontsize=8,
+                color=COLORS["select"],
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(benches[0]["extra_info"].get("x_label", "registered descriptors N (log)"))
+        ax.set_ylabel(benches[0]["extra_info"].get("y_label", "time per pass (us, log)"))
+        ax.set_title(group, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        caption = benches[0]["extra_info"].get("caption", "") + f"\n{where}"
+        stem = "bench-" + "".join(c if c.isalnum() else "-" for c in group).strip("-")
+        paths += finish(fig, f"pytest-benchmark: {group}", caption, out_dir, stem)
+    return paths
+
+
+def plot_file(path: Path, out_dir: Path | None) -> list[Path]:
+    """Charts from a sweep results file or a pytest-benchmark JSON file."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not JSON: {exc}") from None
+    if isinstance(raw, dict) and "benchmarks" in raw and "machine_info" in raw:
+        return plot_benchmark_json(raw, out_dir or path.parent / "charts")
+    data = read_results_json(path)
+    return plot_results(data, out_dir or path.parent / "charts")

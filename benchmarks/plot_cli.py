@@ -1,0 +1,40 @@
+"""``muxlab plot``: redraw charts from a sweep results file or pytest-benchmark JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "plot",
+        help="redraw charts from a results file",
+        description=(
+            "Draw every chart (PNG and SVG) from a 'muxlab sweep' results.json, or from "
+            "pytest-benchmark's --benchmark-json output (cost against N, one line per "
+            "backend). Charts come from the file only, never from a live run."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("results", type=Path, help="results.json or a --benchmark-json file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for the charts (default: charts/ next to the file)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmarks.plot import plot_file
+
+    paths = plot_file(args.results, args.out)
+    for path in paths:
+        print(path)
+    if not paths:
+        print(f"muxlab plot: {args.results} has no measured points to draw", file=sys.stderr)
+        return 1
+    return 0

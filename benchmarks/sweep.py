@@ -1,0 +1,419 @@
+"""Run a sweep: for every point, server up, load, snapshots at the phase lines, teardown.
+
+One run of one point, in the manner of vmbench's orchestrator:
+
+1. start the server (``muxlab serve``, a Python peer, or nginx) pinned to its own CPU and
+   wait for its ready line;
+2. start ``muxlab load`` pinned to the other CPUs with ``--phase-lines``; it ramps its
+   connections, runs a warm-up that is discarded, and prints ``muxlab load: phase
+   measure`` when the measurement window opens and ``muxlab load: phase end`` when it
+   closes;
+3. at each of those two lines, read the server's counters (SIGUSR1) and CPU time, so every
+   server-side number is a delta over the client's window;
+4. stop the load generator and the server and reap both, in ``finally``, whatever
+   happened, Ctrl-C included.
+
+The results file is rewritten after every run, so Ctrl-C keeps every finished run and
+``--resume`` picks up at the first missing one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from tqdm import tqdm
+
+from benchmarks.experiments import PointSpec, SweepPlan
+from benchmarks.results import CLIENT_BOUND_UTIL, ResultsFile, RunResult, now_iso
+from servers.backends import BACKENDS
+from servers.peers import PEER_NAMES, NginxServer, peer_unavailable_reason
+from servers.process import ServerProcess, ServerProcessError
+from servers.protocols import HTTP_OK
+
+PHASE_MEASURE = "muxlab load: phase measure"
+PHASE_END = "muxlab load: phase end"
+LOADGEN = (sys.executable, "-m", "muxlab", "load")
+# Counters whose difference between the two snapshots means "work done in the window".
+DELTA_COUNTERS = (
+    "wait_calls",
+    "events",
+    "accepts",
+    "reads",
+    "reads_eagain",
+    "writes",
+    "writes_eagain",
+    "partial_writes",
+    "bytes_in",
+    "bytes_out",
+    "connections_accepted",
+)
+# Ramp allowance: the load generator opens connections before its warm-up starts.
+CONNECT_S_PER_CONNECTION = 0.002
+STOP_GRACE_S = 5.0
+
+
+class PointFailed(Exception):
+    """One run of a point produced no valid measurement; the sweep goes on."""
+
+
+class ServerUnderTest(Protocol):
+    """What a run needs from a server: :class:`ServerProcess` and :class:`NginxServer`."""
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+    def start(self) -> Any: ...
+
+    def stop(self, timeout_s: float = 10.0) -> dict[str, Any] | None: ...
+
+    def counters(self, timeout_s: float = 5.0) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    run_dir: Path
+    server_cpu: int
+    client_cpus: tuple[int, ...]
+    loadgen: tuple[str, ...] = LOADGEN
+    timeout_s: float = 5.0
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at_ns: int
+    counters: dict[str, Any]
+
+    @property
+    def cpu_s(self) -> float:
+        return float(self.counters["cpu_user_s"]) + float(self.counters["cpu_system_s"])
+
+
+def default_cpus() -> tuple[int, tuple[int, ...]]:
+    """The server's CPU and the load generator's: the first available, and the rest."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return cpus[0], (cpus[0],)
+    return cpus[0], tuple(cpus[1:])
+
+
+def raise_fd_limit() -> None:
+    """Children inherit the limit: take the hard one, which the descriptor budget assumes."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def unavailable_reason(point: PointSpec) -> str | None:
+    if point.impl in PEER_NAMES:
+        return peer_unavailable_reason(point.impl, point.protocol)
+    return BACKENDS[point.impl].unavailable_reason()  # type: ignore[index]
+
+
+def make_server(point: PointSpec, cpu: int) -> ServerUnderTest:
+    if point.impl == "nginx":
+        return NginxServer(point.protocol, cpu=cpu, connections=point.total_connections + 100)
+    if point.impl in PEER_NAMES:
+        return ServerProcess(
+            point.impl,
+            point.protocol,
+            cpu=cpu,
+            command=("-m", "servers.peers"),
+            impl_option="--impl",
+        )
+    return ServerProcess(point.impl, point.protocol, cpu=cpu)
+
+
+def reply_bytes(point: PointSpec) -> int:
+    return point.msg_bytes if point.protocol == "echo" else len(HTTP_OK)
+
+
+def loadgen_argv(
+    point: PointSpec, plan: SweepPlan, config: SweepConfig, host: str, port: int, json_path: Path
+) -> list[str]:
+    argv = [
+        *config.loadgen,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--protocol",
+        point.protocol,
+        "--connections",
+        str(point.connections),
+        "--idle",
+        str(point.idle),
+        "--processes",
+        str(len(config.client_cpus)),
+        "--cpus",
+        ",".join(map(str, config.client_cpus)),
+        "--duration",
+        str(plan.duration_s),
+        "--warmup",
+        str(plan.warmup_s),
+        "--pipeline",
+        str(point.pipeline),
+        "--timeout",
+        str(config.timeout_s),
+        "--json",
+        str(json_path),
+        "--quiet",
+        "--phase-lines",
+    ]
+    if point.protocol == "echo":
+        argv += ["--size", str(point.msg_bytes)]
+    return argv
+
+
+class LinePump:
+    """Lines of a child's stdout through a thread, so reading them can time out."""
+
+    _EOF = object()
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._queue: queue.Queue[object] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(self._EOF)
+
+    def next(self, timeout_s: float) -> str | None:
+        """The next line; ``None`` at end of stream; :class:`PointFailed` on timeout."""
+        try:
+            item = self._queue.get(timeout=max(0.0, timeout_s))
+        except queue.Empty:
+            raise PointFailed(f"load generator silent for {timeout_s:.0f} s") from None
+        return None if item is self._EOF else str(item)
+
+
+def take_snapshot(server: ServerUnderTest) -> Snapshot:
+    try:
+        counters = server.counters()
+    except (ServerProcessError, OSError) as exc:
+        raise PointFailed(f"server did not report its counters: {exc}") from None
+    return Snapshot(time.monotonic_ns(), counters)
+
+
+def stop_child(proc: subprocess.Popen[str]) -> None:
+    """SIGINT (the load generator writes what it has and exits), then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_point_once(
+    point: PointSpec, plan: SweepPlan, config: SweepConfig, repeat: int
+) -> RunResult:
+    """One run of one point; always reaps the server and the load generator."""
+    json_rel = f"loadgen/{point.key.replace('/', '_')}-r{repeat}.json"
+    json_path = config.run_dir / json_rel
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    started_at = now_iso()
+    server = make_server(point, config.server_cpu)
+    try:
+        server.start()
+    except ServerProcessError as exc:
+        server.stop()
+        raise PointFailed(f"server did not start: {exc}") from None
+    proc: subprocess.Popen[str] | None = None
+    final: dict[str, Any] | None = None
+    try:
+        host, port = server.address
+        with tempfile.TemporaryFile("w+") as stderr:
+            proc = subprocess.Popen(
+                loadgen_argv(point, plan, config, host, port, json_path),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+            assert proc.stdout is not None
+            before, after = follow_phases(proc, LinePump(proc.stdout), server, point, plan, config)
+            status = proc.wait()
+            stderr.seek(0)
+            error_text = stderr.read().strip()
+        if status == 130:
+            raise KeyboardInterrupt
+        if before is None or after is None or not json_path.exists():
+            last = error_text.splitlines()[-1] if error_text else "no output"
+            raise PointFailed(f"load generator exited {status}: {last}")
+    finally:
+        if proc is not None:
+            stop_child(proc)
+        final = server.stop()
+    return build_result(point, config, repeat, started_at, status, json_rel, before, after, final)
+
+
+def follow_phases(
+    proc: subprocess.Popen[str],
+    lines: LinePump,
+    server: ServerUnderTest,
+    point: PointSpec,
+    plan: SweepPlan,
+    config: SweepConfig,
+) -> tuple[Snapshot | None, Snapshot | None]:
+    """Snapshot the server at the two phase lines; return when the load generator ends."""
+    budget_s = (
+        plan.warmup_s
+        + plan.duration_s
+        + 2 * config.timeout_s
+        + 10.0
+        + CONNECT_S_PER_CONNECTION * point.total_connections
+    )
+    deadline = time.monotonic() + budget_s
+    before = after = None
+    while True:
+        line = lines.next(deadline - time.monotonic())
+        if line is None:
+            return before, after
+        if line == PHASE_MEASURE:
+            before = take_snapshot(server)
+        elif line == PHASE_END and before is not None:
+            after = take_snapshot(server)
+
+
+def build_result(
+    point: PointSpec,
+    config: SweepConfig,
+    repeat: int,
+    started_at: str,
+    status: int,
+    json_rel: str,
+    before: Snapshot | None,
+    after: Snapshot | None,
+    final: dict[str, Any] | None,
+) -> RunResult:
+    assert before is not None and after is not None
+    load = json.loads((config.run_dir / json_rel).read_text())
+    window_s = (after.at_ns - before.at_ns) / 1e9
+    server_cpu_s = after.cpu_s - before.cpu_s
+    delta = {
+        name: int(after.counters[name]) - int(before.counters[name])
+        for name in DELTA_COUNTERS
+        if name in after.counters and name in before.counters
+    }
+    per_reply = reply_bytes(point)
+    replies_window = delta["bytes_out"] // per_reply if "bytes_out" in delta else None
+    replies_total = int(final["bytes_out"]) // per_reply if final and "bytes_out" in final else None
+    client_cpu = tuple(float(c) for c in load["client_cpu"])
+    client_util = sum(client_cpu) / max(1, len(config.client_cpus))
+    requests = replies_window if replies_window is not None else int(load["requests_ok"])
+    latency = load["latency_us"]
+    metrics = derived_metrics(delta, server_cpu_s, window_s, requests)
+    metrics.update(
+        rps=float(load["rps"]),
+        mib_per_s=float(load["mib_per_s"]),
+        p50_us=float(latency["p50"]),
+        p99_us=float(latency["p99"]),
+        client_cpu_util=client_util,
+    )
+    return RunResult(
+        repeat=repeat,
+        started_at=started_at,
+        loadgen_status=status,
+        loadgen_json=json_rel,
+        window_s=window_s,
+        requests_ok=int(load["requests_ok"]),
+        requests_total=int(load["requests_total"]),
+        errors={str(k): int(v) for k, v in load["errors"].items()},
+        latency_us={str(k): float(v) for k, v in latency.items()},
+        client_cpu=client_cpu,
+        client_bound=client_util >= CLIENT_BOUND_UTIL,
+        server_cpu_s=server_cpu_s,
+        server_delta=delta,
+        server_replies_window=replies_window,
+        server_replies_total=replies_total,
+        idle_open_at_end=load.get("connections", {}).get("idle_open_at_end"),
+        metrics=metrics,
+    )
+
+
+def derived_metrics(
+    delta: dict[str, int], cpu_s: float, window_s: float, requests: int
+) -> dict[str, float | None]:
+    def ratio(numerator: float | None, denominator: float | None) -> float | None:
+        if numerator is None or not denominator:
+            return None
+        return numerator / denominator
+
+    waits = delta.get("wait_calls")
+    return {
+        "cpu_us_per_request": ratio(cpu_s * 1e6, requests),
+        # CPU per wait call includes the dispatch of what it returned: the loop's whole
+        # cost divided by its iterations (docs/sweep.md).
+        "wait_cpu_us": ratio(cpu_s * 1e6, waits),
+        "wait_calls_per_request": ratio(waits, requests),
+        "events_per_wait": ratio(delta.get("events"), waits),
+        "reads_per_request": ratio(delta.get("reads"), requests),
+        "reads_eagain_per_request": ratio(delta.get("reads_eagain"), requests),
+        "server_cpu_util": ratio(cpu_s, window_s),
+    }
+
+
+# -- the whole sweep -------------------------------------------------------------------
+
+
+def pending_points(results: ResultsFile, plan: SweepPlan) -> list[PointSpec]:
+    wanted = {p.key: p for p in plan.points()}
+    return [
+        wanted[r["key"]] for r in results.data["points"] if r["status"] in ("pending", "failed")
+    ]
+
+
+def run_points(results: ResultsFile, plan: SweepPlan, config: SweepConfig) -> None:
+    """Measure every pending point; KeyboardInterrupt propagates after the last save."""
+    todo = pending_points(results, plan)
+    remaining_runs = sum(plan.repeats - len(results.point(p.key)["repeats"]) for p in todo)
+    with tqdm(
+        total=remaining_runs,
+        unit="run",
+        disable=not config.progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    ) as bar:
+        for index, point in enumerate(todo, 1):
+            record = results.point(point.key)
+            left = plan.repeats - len(record["repeats"])
+            bar.set_description(f"point {index}/{len(todo)} {point.key}")
+            reason = point.skip_reason() or unavailable_reason(point)
+            if reason is not None:
+                results.mark(point.key, "skipped", reason)
+                if point.skip_reason() is None:
+                    results.note(f"{point.impl} skipped: {reason}")
+                bar.update(left)
+                continue
+            for repeat in range(len(record["repeats"]) + 1, plan.repeats + 1):
+                try:
+                    run = run_point_once(point, plan, config, repeat)
+                except PointFailed as exc:
+                    results.mark(point.key, "failed", str(exc))
+                    tqdm.write(f"muxlab sweep: {point.key} failed: {exc}", file=sys.stderr)
+                    bar.update(plan.repeats - repeat + 1)
+                    break
+                results.add_run(point.key, run)
+                bar.update(1)
+
+
+def interrupted_message(run_dir: Path) -> str:
+    return (
+        f"muxlab sweep: interrupted; finished runs are in {run_dir / 'results.json'}; "
+        f"continue with: muxlab sweep --resume {run_dir}"
+    )
