@@ -20,7 +20,9 @@ from muxlab.errors import MuxlabError
 # never pays for matplotlib.
 SUBCOMMANDS: dict[str, str] = {
     "serve": "servers.cli",
+    "load": "loadgen.cli",
     "demo": "lab.demo_cli",
+    "trace": "lab.trace_cli",
     "sweep": "benchmarks.cli",
     "plot": "benchmarks.plot_cli",
 }

@@ -1,0 +1,148 @@
+"""``muxlab load``: drive a server, verify every reply, report throughput and latency.
+
+Exit status: 0 when the run completed with no error, 1 when it completed with errors (a
+server that died or stalled included), 2 when the options or the machine made it
+impossible to start, 130 after Ctrl-C (the partial result is still written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from loadgen.config import DEFAULT_CONNECT_RATE_CPS, LOAD_PROTOCOLS, LoadConfig, parse_cpu_list
+from loadgen.report import format_progress, format_summary
+from loadgen.runner import Progress, run_load
+from muxlab.atomic import write_json_atomic
+from muxlab.errors import UsageError
+
+PHASE_LINE = "muxlab load: phase {}"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "load",
+        help="drive a server with verified echo or HTTP requests",
+        description=(
+            "Open connections at --connect-rate, warm up, then measure for --duration: "
+            "closed loop (--pipeline requests in flight per connection) or open loop "
+            "(--rate, latency corrected for coordinated omission). Every reply is verified. "
+            "Exit 0: no errors; 1: errors; 2: could not start; 130: interrupted."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="server address")
+    add("--port", type=int, required=True, help="server TCP port")
+    add(
+        "--protocol",
+        choices=LOAD_PROTOCOLS,
+        default="echo",
+        help="echo: verified byte for byte; http: GET /, 200 with Content-Length expected",
+    )
+    add("--connections", type=int, default=10, help="active connections")
+    add(
+        "--idle",
+        type=int,
+        default=0,
+        help="extra connections opened and held silent, checked still open at the end",
+    )
+    add(
+        "--processes",
+        type=int,
+        default=None,
+        help="worker processes (default: one per entry of --cpus, else one per CPU this "
+        "process may use that is not in --server-cpu; at least 1)",
+    )
+    add("--cpus", default=None, help="pin workers to these CPUs, round-robin, e.g. '1,2-3'")
+    add(
+        "--server-cpu",
+        default=None,
+        help="CPUs the server runs on, left out of the default --processes",
+    )
+    add("--duration", type=float, default=10.0, help="measurement window, seconds")
+    add("--warmup", type=float, default=1.0, help="discarded warm-up, seconds")
+    add("--size", type=int, default=64, help="echo message size, bytes")
+    add("--pipeline", type=int, default=1, help="requests in flight per connection")
+    add(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: total requests per second (default: closed loop)",
+    )
+    add(
+        "--connect-rate",
+        type=float,
+        default=DEFAULT_CONNECT_RATE_CPS,
+        help="connections opened per second during the ramp",
+    )
+    add(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="a request unanswered this long (seconds) is an error; also bounds the "
+        "connect and the drain after the window",
+    )
+    add("--json", type=Path, default=None, help="write the result here (atomically)")
+    add("--quiet", action="store_true", help="no summary and no progress line")
+    add("--phase-lines", action="store_true",
+        help="print 'muxlab load: phase measure' and 'muxlab load: phase end' on stdout "
+        "as the measurement window opens and closes")  # fmt: skip
+    parser.set_defaults(run=run)
+
+
+def config_from_args(args: argparse.Namespace) -> LoadConfig:
+    return LoadConfig(
+        host=args.host,
+        port=args.port,
+        protocol=args.protocol,
+        connections=args.connections,
+        idle=args.idle,
+        processes=args.processes,
+        cpus=parse_cpu_list(args.cpus) if args.cpus else (),
+        server_cpus=parse_cpu_list(args.server_cpu) if args.server_cpu else (),
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        size_bytes=args.size,
+        pipeline=args.pipeline,
+        rate_rps=args.rate,
+        connect_rate_cps=args.connect_rate,
+        timeout_s=args.timeout,
+    )
+
+
+def check_output_path(path: Path) -> None:
+    """Fail before the run, not after it, when the result file cannot be written."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"--json {path} is a directory")
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--json {path}: cannot write in {existing}")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.json is not None:
+        check_output_path(args.json)
+    show_progress = not args.quiet and sys.stderr.isatty()
+
+    def on_phase(phase: str) -> None:
+        if args.phase_lines:
+            print(PHASE_LINE.format(phase), flush=True)
+
+    def on_progress(progress: Progress) -> None:
+        sys.stderr.write("\r" + format_progress(progress) + "\033[K")
+        sys.stderr.flush()
+
+    result = run_load(config, on_phase=on_phase, on_progress=on_progress if show_progress else None)
+    if show_progress:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+    if args.json is not None:
+        write_json_atomic(args.json, result.to_json())
+    if not args.quiet:
+        print(format_summary(result), flush=True)
+    return result.exit_status

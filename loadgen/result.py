@@ -1,0 +1,147 @@
+"""What a load run measured: :class:`LoadResult`, merged from every worker's report.
+
+``to_json()`` is the result file's schema (``schema_version`` 1): the config, the
+environment, counts inside the measurement window, errors by kind, latency percentiles
+and the merged HdrHistogram in its standard encoding, which ``hdrh`` can decode and add
+to other runs' histograms (``loadgen.recording.merge_encoded``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.config import LoadConfig
+from loadgen.recording import LatencySummary, encode, merge_encoded
+from loadgen.worker import WorkerReport
+
+SCHEMA_VERSION = 1
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ConnectionCounts:
+    active: int
+    idle: int
+    idle_open_at_end: int
+    connect_errors: int
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    config: LoadConfig
+    environment: dict[str, Any]
+    requests_ok: int
+    requests_total: int
+    errors: dict[str, int]
+    duration_s: float
+    bytes_sent: int
+    bytes_received: int
+    per_second: tuple[int, ...]
+    client_cpu: tuple[float, ...]
+    connections: ConnectionCounts
+    latency: LatencySummary
+    latency_uncorrected: LatencySummary | None
+    histogram: str
+    histogram_uncorrected: str | None
+    interrupted: bool = False
+    worker_failures: tuple[str, ...] = ()
+
+    @property
+    def rps(self) -> float:
+        return self.requests_ok / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def mib_per_s(self) -> float:
+        """Reply bytes per second, in MiB (what wrk calls Transfer/sec)."""
+        return self.bytes_received / MIB / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def exit_status(self) -> int:
+        """130 after Ctrl-C, 1 when anything went wrong, else 0."""
+        if self.interrupted:
+            return 130
+        return 1 if self.error_count else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "config": dataclasses.asdict(self.config),
+            "environment": self.environment,
+            "interrupted": self.interrupted,
+            "requests_ok": self.requests_ok,
+            "requests_total": self.requests_total,
+            "errors": dict(sorted(self.errors.items())),
+            "rps": round(self.rps, 1),
+            "duration_s": round(self.duration_s, 6),
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "mib_per_s": round(self.mib_per_s, 3),
+            "latency_us": self.latency.to_json(),
+            "latency_us_uncorrected": (
+                self.latency_uncorrected.to_json() if self.latency_uncorrected else None
+            ),
+            "per_second": list(self.per_second),
+            "client_cpu": [round(u, 4) for u in self.client_cpu],
+            "connections": dataclasses.asdict(self.connections),
+            "histogram": self.histogram,
+            "histogram_uncorrected": self.histogram_uncorrected,
+            "worker_failures": list(self.worker_failures),
+        }
+
+
+def merge_reports(
+    config: LoadConfig,
+    environment: dict[str, Any],
+    reports: Sequence[WorkerReport],
+    extra_errors: dict[str, int],
+    worker_failures: Sequence[str],
+    interrupted: bool,
+) -> LoadResult:
+    """Sum the workers' counts and add their histograms: exact, nothing is resampled."""
+    errors: Counter[str] = Counter(extra_errors)
+    for report in reports:
+        errors.update(report.errors)
+    seconds = max((len(r.per_second) for r in reports), default=0)
+    per_second = [0] * seconds
+    for report in reports:
+        for i, count in enumerate(report.per_second):
+            per_second[i] += count
+    histogram = merge_encoded(r.histogram for r in reports)
+    uncorrected = [r.histogram_uncorrected for r in reports if r.histogram_uncorrected]
+    histogram_uncorrected = merge_encoded(uncorrected) if config.open_loop else None
+    return LoadResult(
+        config=config,
+        environment=environment,
+        requests_ok=sum(r.requests_ok for r in reports),
+        requests_total=sum(r.requests_total for r in reports),
+        errors=dict(errors),
+        duration_s=max((r.window_ns for r in reports), default=0) / 1e9,
+        bytes_sent=sum(r.bytes_sent for r in reports),
+        bytes_received=sum(r.bytes_received for r in reports),
+        per_second=tuple(per_second),
+        client_cpu=tuple(r.cpu_s / (r.window_ns / 1e9) if r.window_ns else 0.0 for r in reports),
+        connections=ConnectionCounts(
+            active=sum(r.active_connected for r in reports),
+            idle=sum(r.idle_connected for r in reports),
+            idle_open_at_end=sum(r.idle_open_at_end for r in reports),
+            connect_errors=sum(r.connect_errors for r in reports),
+        ),
+        latency=LatencySummary.of(histogram),
+        latency_uncorrected=(
+            LatencySummary.of(histogram_uncorrected) if histogram_uncorrected is not None else None
+        ),
+        histogram=encode(histogram),
+        histogram_uncorrected=(
+            encode(histogram_uncorrected) if histogram_uncorrected is not None else None
+        ),
+        interrupted=interrupted,
+        worker_failures=tuple(worker_failures),
+    )

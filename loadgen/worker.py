@@ -1,0 +1,747 @@
+"""One load worker process: open its share of connections, drive them, report what it saw.
+
+A worker is a plain function run in a fresh interpreter (``spawn``), taking a picklable
+:class:`WorkerSpec` and one end of a pipe to the parent. It goes through four steps:
+
+1. **Ramp**: open its connections with non-blocking ``connect(2)`` at its share of the
+   connect rate; a connect that fails or does not complete within the timeout is an error
+   (``man 2 connect``, EINPROGRESS then ``SO_ERROR``). Report ``ready``.
+2. **Traffic**, after the parent's ``go`` carrying absolute :class:`Phases`: closed loop
+   (``pipeline`` requests in flight per connection) or open loop (slots at a constant
+   rate, round-robin over connections; a slot whose connection is full waits in that
+   connection's backlog and keeps its intended time). Every reply is verified
+   (``loadgen.verify``); a connection with a bad reply, a reset, an EOF or a request older
+   than the timeout is closed and counted under that error kind (it is not reopened).
+3. **Drain**: at the window's end no new requests; wait for outstanding replies until
+   none are left or ``timeout`` has passed, so a run ends within duration + timeout even
+   when the server stalls or dies.
+4. **Report**: idle connections checked still open, histograms encoded, counters sent.
+
+The event loop is level-triggered epoll (``man 7 epoll``). Readiness is edge-independent
+here because every ready socket is read once per wake-up and nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import resource
+import select
+import signal
+import socket
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+from loadgen.config import LoadProtocol
+from loadgen.recording import BatchRecorder
+from loadgen.schedule import Pacer, Phases
+from loadgen.verify import (
+    VerifyError,
+    classify_echo,
+    echo_filler,
+    echo_message,
+    parse_http_replies,
+)
+
+# One recv(2) takes at most this much. 64 KiB is the loopback MSS-sized skb limit and
+# what wrk uses (RECVBUF 8192 there, but one read per event either way); asking for more
+# would only make CPython allocate, then shrink, a bigger bytes object per call.
+RECV_BYTES = 65536
+TICK_NS = 100_000_000  # flush latencies, check timeouts and control messages this often
+DRAIN_TICK_NS = 5_000_000
+PROGRESS_NS = 500_000_000
+_IN = select.EPOLLIN
+_IN_OUT = select.EPOLLIN | select.EPOLLOUT
+
+CLOSED = "closed"
+TIMEOUT = "timeout"
+CONNECT_TIMEOUT = "connect_timeout"
+IDLE_CLOSED = "idle_closed"
+
+
+def error_kind(err: int) -> str:
+    """A counter name for an errno: ``reset`` for the peer resetting, else the errno name."""
+    if err in (errno.ECONNRESET, errno.EPIPE):
+        return "reset"
+    return errno.errorcode.get(err, str(err)).lower()
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    index: int
+    family: int
+    sockaddr: tuple[Any, ...]
+    protocol: LoadProtocol
+    http_request: bytes
+    first_cid: int  # connection ids are unique over all workers: cross-talk shows
+    active: int
+    idle: int
+    all_active: int
+    size_bytes: int
+    pipeline: int
+    rate_rps: float | None  # this worker's share of the total rate
+    connect_rate_cps: float  # this worker's share of the connect rate
+    timeout_s: float
+    cpu: int | None
+    fds_needed: int
+    progress: bool
+
+
+@dataclass(frozen=True)
+class RampReport:
+    active: int
+    idle: int
+    connect_errors: int
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    index: int
+    requests_ok: int
+    requests_total: int
+    errors: dict[str, int]
+    bytes_sent: int
+    bytes_received: int
+    per_second: list[int]
+    cpu_s: float
+    window_ns: int
+    active_connected: int
+    idle_connected: int
+    idle_open_at_end: int
+    connect_errors: int
+    histogram: str
+    histogram_uncorrected: str | None
+
+
+class Conn:
+    """One active connection; ``sent`` holds send times of requests still unanswered."""
+
+    __slots__ = (
+        "backlog",
+        "cid",
+        "expect",
+        "fd",
+        "got",
+        "intended",
+        "out",
+        "pending",
+        "recv",
+        "send",
+        "sent",
+        "seq",
+        "sock",
+    )
+
+    def __init__(self, sock: socket.socket, cid: int) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.cid = cid
+        self.recv = sock.recv
+        self.send = sock.send
+        # Everything still owed, as bytes: one == accepts a whole reply. None when nothing
+        # is owed (so an EOF's b"" never matches) or when only the slow path can tell.
+        self.expect: bytes | None = None
+        self.sent: deque[int] = deque()
+        self.intended: deque[int] = deque()  # open loop: when each request was due
+        self.backlog: deque[int] = deque()  # open loop: due slots not yet sent
+        self.seq = 0
+        self.got = 0  # echo: bytes of the first outstanding message already received
+        self.pending = b""  # http: a partial reply
+        self.out = b""  # bytes the kernel did not take yet
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, ctl: Pipe) -> None:
+        self.spec = spec
+        self.ctl = ctl
+        self.ep = select.epoll()
+        self.conns: dict[int, Conn] = {}
+        self.ring: list[Conn] = []  # open loop: slot n goes to ring[n % len(ring)]
+        self.idle_socks: list[socket.socket] = []
+        self.errors: Counter[str] = Counter()
+        self.connect_errors = 0
+        self.echo = spec.protocol == "echo"
+        self.filler = echo_filler(spec.size_bytes)
+        self.request = spec.http_request
+        self.known = b""  # http: the last reply verified in full
+        self.known_mult: list[bytes | None] = [None] * (spec.pipeline + 1)
+        self.recorder = BatchRecorder()
+        self.recorder_uncorrected = BatchRecorder() if spec.rate_rps is not None else None
+        self.timeout_ns = round(spec.timeout_s * 1e9)
+        self.phases: Phases | None = None
+        self.stop_requested = False
+        self.sending = True
+        self.measuring = False
+        self.window_closed = False
+        self.next_tick_ns = 0
+        self.next_progress_ns = 0
+        # Counters the hot loop keeps in locals and stores here before each tick.
+        self.done_total = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.window_start: tuple[int, int, int, float] = (0, 0, 0, 0.0)
+        self.window_counts: tuple[int, int, int, float, int] = (0, 0, 0, 0.0, 0)
+        self.per_second: list[int] = []
+
+    # -- whole life ----------------------------------------------------------------------
+
+    def run(self) -> WorkerReport:
+        self._prepare_process()
+        ramp = self._ramp()
+        self.ctl.send(("ready", ramp))
+        if not self.stop_requested:
+            self._await_go()
+        if self.phases is not None and not self.stop_requested:
+            self._start_traffic()
+            if self.spec.rate_rps is None:
+                self._closed_loop()
+            else:
+                self._open_loop()
+        return self._report(ramp)
+
+    def _prepare_process(self) -> None:
+        if self.spec.cpu is not None:
+            os.sched_setaffinity(0, {self.spec.cpu})
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < self.spec.fds_needed:
+            # The parent checked fds_needed <= hard; raising the soft limit is allowed
+            # to any process (getrlimit(2)).
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(self.spec.fds_needed, hard), hard))
+
+    def _await_go(self) -> None:
+        while True:
+            try:
+                if not self.ctl.poll(1.0):
+                    continue
+                message = self.ctl.recv()
+            except (EOFError, OSError):
+                self.stop_requested = True  # the parent is gone
+                return
+            if message[0] == "go":
+                self.phases = message[1]
+                return
+            if message[0] == "stop":
+                self.stop_requested = True
+                return
+
+    def _check_control(self) -> None:
+        try:
+            while self.ctl.poll():
+                if self.ctl.recv()[0] == "stop":
+                    self.stop_requested = True
+        except (EOFError, OSError):
+            self.stop_requested = True
+
+    # -- ramp ----------------------------------------------------------------------------
+
+    def _ramp(self) -> RampReport:
+        spec = self.spec
+        total = spec.active + spec.idle
+        pending: dict[int, tuple[socket.socket, int]] = {}  # fd -> (socket, deadline)
+        pacer = Pacer(time.monotonic_ns(), spec.connect_rate_cps)
+        opened = 0
+        next_control_ns = 0
+        while (opened < total or pending) and not self.stop_requested:
+            now = time.monotonic_ns()
+            while opened < total and pacer.next_due_ns <= now:
+                pacer.advance()
+                opened += 1
+                sock = self._start_connect()
+                if sock is not None:
+                    pending[sock.fileno()] = (sock, now + self.timeout_ns)
+            for fd, (sock, deadline) in list(pending.items()):
+                if now >= deadline:
+                    del pending[fd]
+                    self._connect_failed(sock, CONNECT_TIMEOUT)
+            if now >= next_control_ns:
+                self._check_control()
+                next_control_ns = now + TICK_NS
+            wait_ns = min(TICK_NS, pacer.next_due_ns - now) if opened < total else TICK_NS
+            for fd, _ in self.ep.poll(max(0, wait_ns) / 1e9):
+                sock, _ = pending.pop(fd)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    self._connect_failed(sock, "connect_" + error_kind(err))
+                else:
+                    self._connected(sock)
+        for sock, _ in pending.values():
+            self.ep.unregister(sock.fileno())
+            sock.close()
+        return RampReport(len(self.conns), len(self.idle_socks), self.connect_errors)
+
+    def _start_connect(self) -> socket.socket | None:
+        try:
+            sock = socket.socket(self.spec.family, socket.SOCK_STREAM)
+        except OSError as exc:
+            self.connect_errors += 1
+            self.errors["connect_" + error_kind(exc.errno or 0)] += 1
+            return None
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(self.spec.sockaddr)
+        if err not in (0, errno.EINPROGRESS):
+            self._connect_failed(sock, "connect_" + error_kind(err), registered=False)
+            return None
+        self.ep.register(sock.fileno(), select.EPOLLOUT)
+        return sock
+
+    def _connect_failed(self, sock: socket.socket, kind: str, registered: bool = True) -> None:
+        if registered:
+            self.ep.unregister(sock.fileno())
+        sock.close()
+        self.connect_errors += 1
+        self.errors[kind] += 1
+
+    def _connected(self, sock: socket.socket) -> None:
+        if len(self.conns) < self.spec.active:
+            conn = Conn(sock, self.spec.first_cid + len(self.conns))
+            self.conns[conn.fd] = conn
+            self.ring.append(conn)
+            self.ep.modify(conn.fd, _IN)
+        else:
+            self.ep.unregister(sock.fileno())  # idle: never read, never written
+            self.idle_socks.append(sock)
+
+    # -- traffic -------------------------------------------------------------------------
+
+    def _start_traffic(self) -> None:
+        assert self.phases is not None
+        duration_ns = self.phases.end_ns - self.phases.measure_start_ns
+        self.per_second = [0] * -(-duration_ns // 1_000_000_000)
+        self.next_tick_ns = time.monotonic_ns()
+        if self.spec.rate_rps is None:
+            for conn in list(self.conns.values()):
+                self._send_requests(conn, self.spec.pipeline, None)
+
+    def _closed_loop(self) -> None:
+        # The hot loop: flat on purpose, locals instead of attribute look-ups, one dict
+        # look-up, one recv and one send per ready connection, one == to verify a whole
+        # reply, one list append to record its latency. Anything unusual (partial
+        # replies, partial sends, errors, phase changes) leaves for a method.
+        conns = self.conns
+        poll = self.ep.poll
+        clock = time.monotonic_ns
+        absorb = self._absorb
+        other_event = self._other_event
+        fail = self._fail
+        queue_output = self._queue_output
+        echo = self.echo
+        filler = self.filler
+        request = self.request
+        known_mult = self.known_mult
+        lat_append = self.recorder.pending.append
+        per_second = self.per_second
+        measure_start_ns = self.phases.measure_start_ns if self.phases else 0
+        done_total, bytes_in, bytes_out = self.done_total, self.bytes_in, self.bytes_out
+        sending = True
+        measuring = False
+        next_tick_ns = 0
+        now = clock()
+        while True:
+            events = poll((next_tick_ns - now) / 1e9 if next_tick_ns > now else 0)
+            now = clock()
+            if now >= next_tick_ns:
+                self.done_total, self.bytes_in, self.bytes_out = done_total, bytes_in, bytes_out
+                if not self._tick(now):
+                    return
+                next_tick_ns = self.next_tick_ns
+                sending = self.sending
+                measuring = self.measuring
+            completed = 0
+            for fd, ev in events:
+                c = conns.get(fd)
+                if c is None:
+                    continue  # closed earlier in this batch or by the last tick
+                if ev != _IN and not other_event(c, ev):
+                    continue
+                try:
+                    data = c.recv(RECV_BYTES)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    fail(c, error_kind(exc.errno or 0))
+                    continue
+                if data == c.expect:
+                    n = len(c.sent)
+                    c.got = 0
+                    c.expect = None
+                else:
+                    n = absorb(c, data)
+                    if n <= 0:
+                        continue
+                bytes_in += len(data)
+                completed += n
+                sent = c.sent
+                if n == 1:
+                    lat_append((now - sent.popleft()) // 1000)
+                else:
+                    for _ in range(n):
+                        lat_append((now - sent.popleft()) // 1000)
+                if not sending:
+                    if not echo:
+                        c.expect = None if c.pending else known_mult[len(sent)]
+                    continue
+                if echo:
+                    seq = c.seq
+                    if n == 1:
+                        payload = echo_message(c.cid, seq, filler)
+                    else:
+                        payload = b"".join(
+                            [echo_message(c.cid, s, filler) for s in range(seq, seq + n)]
+                        )
+                    c.seq = seq + n
+                    expect = c.expect
+                    c.expect = payload if expect is None else expect + payload
+                else:
+                    payload = request if n == 1 else request * n
+                t = clock()
+                if c.out:
+                    queue_output(c, payload)
+                else:
+                    try:
+                        written = c.send(payload)
+                    except OSError as exc:
+                        fail(c, error_kind(exc.errno or 0))
+                        continue
+                    if written != len(payload):
+                        queue_output(c, payload[written:])
+                bytes_out += len(payload)
+                if n == 1:
+                    sent.append(t)
+                else:
+                    sent.extend([t] * n)
+                if not echo:
+                    c.expect = None if c.pending else known_mult[len(sent)]
+            done_total += completed
+            if measuring and completed:
+                per_second[(now - measure_start_ns) // 1_000_000_000] += completed
+
+    def _open_loop(self) -> None:
+        # Requests leave when their slot is due, not when a reply comes back, so a server
+        # stall shows up as the latency of every request that should have been sent
+        # during it (corrected, from the intended time), as wrk2 does. The uncorrected
+        # latency, from the actual send, is what a closed-loop tool would report.
+        assert self.phases is not None and self.spec.rate_rps is not None
+        assert self.recorder_uncorrected is not None
+        conns = self.conns
+        ring = self.ring
+        poll = self.ep.poll
+        clock = time.monotonic_ns
+        absorb = self._absorb
+        other_event = self._other_event
+        fail = self._fail
+        send_requests = self._send_requests
+        echo = self.echo
+        known_mult = self.known_mult
+        pipeline = self.spec.pipeline
+        lat_append = self.recorder.pending.append
+        unc_append = self.recorder_uncorrected.pending.append
+        per_second = self.per_second
+        measure_start_ns = self.phases.measure_start_ns
+        pacer = Pacer(self.phases.warmup_start_ns, self.spec.rate_rps)
+        done_total = 0
+        sending = True
+        measuring = False
+        next_tick_ns = 0
+        now = clock()
+        epoll_fd = [self.ep.fileno()]
+        while True:
+            wake_ns = min(next_tick_ns, pacer.next_due_ns) if sending else next_tick_ns
+            if wake_ns > now:
+                # epoll_wait(2) rounds its timeout up to whole milliseconds, which would
+                # send every slot up to 1 ms late; select(2) on the epoll descriptor
+                # (itself pollable, epoll(7)) sleeps with microsecond resolution.
+                if select.select(epoll_fd, (), (), (wake_ns - now) / 1e9)[0]:
+                    events = poll(0)
+                else:
+                    events = []
+            else:
+                events = poll(0)
+            now = clock()
+            if now >= next_tick_ns:
+                self.done_total = done_total
+                if not self._tick(now):
+                    return
+                next_tick_ns = self.next_tick_ns
+                sending = self.sending
+                measuring = self.measuring
+            completed = 0
+            for fd, ev in events:
+                c = conns.get(fd)
+                if c is None:
+                    continue
+                if ev != _IN and not other_event(c, ev):
+                    continue
+                try:
+                    data = c.recv(RECV_BYTES)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    fail(c, error_kind(exc.errno or 0))
+                    continue
+                if data == c.expect:
+                    n = len(c.sent)
+                    c.got = 0
+                    c.expect = None
+                else:
+                    n = absorb(c, data)
+                    if n <= 0:
+                        continue
+                self.bytes_in += len(data)
+                completed += n
+                sent = c.sent
+                intended = c.intended
+                for _ in range(n):
+                    lat_append((now - intended.popleft()) // 1000)
+                    unc_append((now - sent.popleft()) // 1000)
+                if sending and c.backlog:
+                    send_requests(c, min(pipeline - len(sent), len(c.backlog)), c.backlog)
+                if not echo:
+                    c.expect = None if c.pending else known_mult[len(sent)]
+            while sending and pacer.next_due_ns <= now and ring:
+                c = ring[pacer.slot % len(ring)]
+                due = pacer.advance()
+                if len(c.sent) < pipeline and not c.backlog:
+                    c.backlog.append(due)
+                    send_requests(c, 1, c.backlog)
+                else:
+                    c.backlog.append(due)
+            done_total += completed
+            if measuring and completed:
+                per_second[(now - measure_start_ns) // 1_000_000_000] += completed
+
+    def _send_requests(self, c: Conn, n: int, due: deque[int] | None) -> None:
+        """Send ``n`` requests on ``c``; open loop takes their intended times from ``due``."""
+        if n <= 0:
+            return
+        if self.echo:
+            seq = c.seq
+            payload = b"".join([echo_message(c.cid, s, self.filler) for s in range(seq, seq + n)])
+            c.seq = seq + n
+            c.expect = payload if c.expect is None else c.expect + payload
+        else:
+            payload = self.request * n
+        t = time.monotonic_ns()
+        if c.out:
+            self._queue_output(c, payload)
+        else:
+            try:
+                written = c.send(payload)
+            except OSError as exc:
+                self._fail(c, error_kind(exc.errno or 0))
+                return
+            if written != len(payload):
+                self._queue_output(c, payload[written:])
+        self.bytes_out += len(payload)
+        c.sent.extend([t] * n)
+        if due is not None:
+            c.intended.extend([due.popleft() for _ in range(n)])
+        if not self.echo:
+            c.expect = None if c.pending else self.known_mult[len(c.sent)]
+
+    # -- the slow path -------------------------------------------------------------------
+
+    def _absorb(self, c: Conn, data: bytes) -> int:
+        """Replies completed by ``data`` when it is not exactly everything owed; -1 if bad."""
+        if not data:
+            self._fail(c, CLOSED)
+            return -1
+        if self.echo:
+            expect = c.expect
+            if expect is not None and expect.startswith(data):
+                rest = expect[len(data) :]
+                c.expect = rest or None
+                got = c.got + len(data)
+                c.got = got % self.spec.size_bytes
+                return got // self.spec.size_bytes
+            self._fail(c, classify_echo(expect, data, c.got, self.filler, c.cid, c.seq,
+                                        self.spec.all_active))  # fmt: skip
+            return -1
+        buf = c.pending + data if c.pending else data
+        try:
+            replies, consumed, self.known = parse_http_replies(buf, len(c.sent), self.known)
+        except VerifyError as exc:
+            self._fail(c, exc.kind)
+            return -1
+        c.pending = buf[consumed:]
+        if self.known and self.known_mult[1] != self.known:
+            self.known_mult[:] = [None] + [self.known * k for k in range(1, self.spec.pipeline + 1)]
+        return replies
+
+    def _other_event(self, c: Conn, ev: int) -> bool:
+        """Handle writability; True when the connection should also be read."""
+        if ev & select.EPOLLOUT:
+            self._flush(c)
+            if c.fd not in self.conns:
+                return False
+        return bool(ev & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP))
+
+    def _queue_output(self, c: Conn, data: bytes) -> None:
+        if not c.out:
+            self.ep.modify(c.fd, _IN_OUT)
+        c.out += data
+
+    def _flush(self, c: Conn) -> None:
+        try:
+            written = c.send(c.out)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._fail(c, error_kind(exc.errno or 0))
+            return
+        c.out = c.out[written:]
+        if not c.out:
+            self.ep.modify(c.fd, _IN)
+
+    def _fail(self, c: Conn, kind: str) -> None:
+        """Count ``kind`` and close ``c``: after a bad reply the stream cannot be trusted."""
+        self.errors[kind] += 1
+        self.conns.pop(c.fd, None)
+        if c in self.ring:
+            self.ring.remove(c)
+        self.ep.unregister(c.fd)
+        c.sock.close()
+
+    # -- phases --------------------------------------------------------------------------
+
+    def _tick(self, now: int) -> bool:
+        """Phase changes, latency flushes, timeouts, control; False when the run is over."""
+        assert self.phases is not None
+        phases = self.phases
+        self._check_control()
+        if self.stop_requested:
+            self._close_window(now)
+            return False
+        if not self.measuring and not self.window_closed and now >= phases.measure_start_ns:
+            self._open_window()
+        if self.measuring and now >= phases.end_ns:
+            self._close_window(now)
+        if self.measuring:
+            self._flush_latencies()
+        else:
+            self._discard_latencies()  # warm-up or drain: not part of the window
+        self._expire(now)
+        if self.window_closed:
+            if not any(c.sent for c in self.conns.values()):
+                return False
+            if now >= phases.end_ns + self.timeout_ns:
+                for c in list(self.conns.values()):
+                    if c.sent:
+                        self._fail(c, TIMEOUT)
+                return False
+            self.next_tick_ns = now + DRAIN_TICK_NS
+        else:
+            boundary = phases.end_ns if self.measuring else phases.measure_start_ns
+            self.next_tick_ns = min(now + TICK_NS, boundary)
+        if self.spec.progress and now >= self.next_progress_ns:
+            self.next_progress_ns = now + PROGRESS_NS
+            self.ctl.send(("progress", self.spec.index, self.done_total, sum(self.errors.values())))
+        return True
+
+    def _open_window(self) -> None:
+        self._discard_latencies()
+        self.measuring = True
+        cpu = os.times()
+        self.window_start = (self.done_total, self.bytes_in, self.bytes_out, cpu.user + cpu.system)
+
+    def _close_window(self, now: int) -> None:
+        if self.window_closed:
+            return
+        assert self.phases is not None
+        self.sending = False
+        self.window_closed = True
+        if not self.measuring:
+            return  # stopped during the warm-up: an empty window
+        self.measuring = False
+        self._flush_latencies()
+        cpu = os.times()
+        done, bytes_in, bytes_out, cpu_s = self.window_start
+        window_ns = min(now, self.phases.end_ns) - self.phases.measure_start_ns
+        self.window_counts = (
+            self.done_total - done,
+            self.bytes_in - bytes_in,
+            self.bytes_out - bytes_out,
+            cpu.user + cpu.system - cpu_s,
+            window_ns,
+        )
+
+    def _flush_latencies(self) -> None:
+        self.recorder.flush()
+        if self.recorder_uncorrected is not None:
+            self.recorder_uncorrected.flush()
+
+    def _discard_latencies(self) -> None:
+        self.recorder.discard()
+        if self.recorder_uncorrected is not None:
+            self.recorder_uncorrected.discard()
+
+    def _expire(self, now: int) -> None:
+        oldest_allowed = now - self.timeout_ns
+        for c in list(self.conns.values()):
+            if c.sent and c.sent[0] < oldest_allowed:
+                self._fail(c, TIMEOUT)
+
+    # -- report --------------------------------------------------------------------------
+
+    def _idle_open(self) -> int:
+        """Idle connections the server still holds: a peek finds no EOF and no error."""
+        still_open = 0
+        for sock in self.idle_socks:
+            try:
+                sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                still_open += 1
+            except OSError:
+                pass
+        return still_open
+
+    def _report(self, ramp: RampReport) -> WorkerReport:
+        self._discard_latencies()  # drain replies: outside the window
+        idle_open = self._idle_open()
+        if idle_open < len(self.idle_socks):
+            self.errors[IDLE_CLOSED] += len(self.idle_socks) - idle_open
+        requests_ok, bytes_in, bytes_out, cpu_s, window_ns = self.window_counts
+        seconds = max(0, window_ns) // 1_000_000_000
+        for c in self.conns.values():
+            c.sock.close()
+        for sock in self.idle_socks:
+            sock.close()
+        self.ep.close()
+        return WorkerReport(
+            index=self.spec.index,
+            requests_ok=requests_ok,
+            requests_total=self.done_total,
+            errors=dict(self.errors),
+            bytes_sent=bytes_out,
+            bytes_received=bytes_in,
+            per_second=self.per_second[:seconds],
+            cpu_s=cpu_s,
+            window_ns=max(0, window_ns),
+            active_connected=ramp.active,
+            idle_connected=ramp.idle,
+            idle_open_at_end=idle_open,
+            connect_errors=ramp.connect_errors,
+            histogram=self.recorder.encode(),
+            histogram_uncorrected=(
+                self.recorder_uncorrected.encode() if self.recorder_uncorrected else None
+            ),
+        )
+
+
+def worker_main(spec: WorkerSpec, ctl: Pipe) -> None:
+    """Process entry point: run, and always tell the parent how it ended."""
+    # Ctrl-C reaches the whole foreground process group; only the parent acts on it and
+    # then tells the workers to stop, so that what they measured is not lost.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        report = Worker(spec, ctl).run()
+        ctl.send(("done", report))
+    except Exception as exc:  # reported to the parent, which counts a failed worker
+        with contextlib.suppress(OSError):
+            ctl.send(("failed", spec.index, f"{type(exc).__name__}: {exc}"))
+    finally:
+        ctl.close()
