@@ -271,15 +271,20 @@ def summarize(entries: Iterable[TraceEntry]) -> dict[str, int]:
     return counts
 
 
-def run_trace(config: TraceConfig) -> TraceResult:
-    """Run the script against a traced server; raises RunError if the echo went wrong."""
+def run_trace(config: TraceConfig, backend: Backend | None = None) -> TraceResult:
+    """Run the script against a traced server; raises RunError if the echo went wrong.
+
+    ``backend``: an instance to trace instead of ``config.backend`` (a backend of your own,
+    see notebooks/04_your_own_experiment.ipynb); ``config.backend`` then only labels it.
+    """
     trace = Trace()
-    backend = tracing_backend(create_backend(config.backend), trace)
+    inner = backend if backend is not None else create_backend(config.backend)
+    traced = tracing_backend(inner, trace)
     listener = TracedListener.adopt(open_listener("127.0.0.1", 0, 64), trace)
     listen_fd = listener.fileno()
     server = Server(
         ServerConfig(backend=config.backend, read_bytes=config.read_bytes),
-        backend=backend,
+        backend=traced,
         listener=listener,
     )
     failures: list[BaseException] = []
@@ -287,7 +292,7 @@ def run_trace(config: TraceConfig) -> TraceResult:
     thread.start()
     clients: list[socket.socket] = []
     try:
-        _run_script(server, backend, config, trace, clients)
+        _run_script(server, traced, config, trace, clients)
     finally:
         for sock in clients:
             sock.close()
