@@ -11,8 +11,13 @@ import datetime as dt
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from muxlab.errors import UsageError
+
+if TYPE_CHECKING:
+    from benchmarks.experiments import SweepPlan
+    from benchmarks.results import ResultsFile
 
 # Seconds one run costs besides warm-up and measurement: two interpreters start, the load
 # generator connects, everything is reaped. Only for the time estimate.
@@ -178,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     return finish(results, draw=not args.no_charts)
 
 
-def choose_plan(args: argparse.Namespace) -> object:
+def choose_plan(args: argparse.Namespace) -> SweepPlan:
     from benchmarks import experiments
 
     plan = experiments.load_toml(args.config) if args.config else experiments.preset(args.preset)
@@ -195,7 +200,7 @@ def choose_plan(args: argparse.Namespace) -> object:
     return experiments.apply_overrides(plan, flags)
 
 
-def resume_results(args: argparse.Namespace) -> object:
+def resume_results(args: argparse.Namespace) -> ResultsFile:
     from benchmarks.results import ResultsFile
 
     plan_flags = (
@@ -229,11 +234,7 @@ def default_run_id(preset: str | None) -> str:
     return f"{stamp}-{preset or 'custom'}"
 
 
-def announce(results: object, plan: object) -> None:
-    from benchmarks.experiments import SweepPlan
-    from benchmarks.results import ResultsFile
-
-    assert isinstance(results, ResultsFile) and isinstance(plan, SweepPlan)
+def announce(results: ResultsFile, plan: SweepPlan) -> None:
     records = results.data["points"]
     todo = [r for r in records if r["status"] in ("pending", "failed")]
     runs = sum(plan.repeats - len(r["repeats"]) for r in todo)
@@ -248,12 +249,11 @@ def announce(results: object, plan: object) -> None:
     )
 
 
-def finish(results: object, draw: bool) -> int:
+def finish(results: ResultsFile, draw: bool) -> int:
     from benchmarks.plot import plot_results
-    from benchmarks.results import ResultsFile, validate
+    from benchmarks.results import validate
     from benchmarks.summary import format_report
 
-    assert isinstance(results, ResultsFile)
     csv_path = results.write_csv()
     print(format_report(results.data))
     problems = validate(results.data)

@@ -13,6 +13,7 @@ generator's CPUs were >= 90% busy, so the server may have had capacity left).
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -416,7 +417,7 @@ def plot_benchmark_json(data: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         caption = benches[0]["extra_info"].get("caption", "") + f"\n{where}"
-        stem = "bench-" + "".join(c if c.isalnum() else "-" for c in group).strip("-")
+        stem = "bench-" + re.sub(r"[^A-Za-z0-9]+", "-", group).strip("-")
         paths += finish(fig, f"pytest-benchmark: {group}", caption, out_dir, stem)
     return paths
 

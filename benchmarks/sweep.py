@@ -228,14 +228,13 @@ def run_point_once(
     json_path.parent.mkdir(parents=True, exist_ok=True)
     started_at = now_iso()
     server = make_server(point, config.server_cpu)
-    try:
-        server.start()
-    except ServerProcessError as exc:
-        server.stop()
-        raise PointFailed(f"server did not start: {exc}") from None
     proc: subprocess.Popen[str] | None = None
     final: dict[str, Any] | None = None
     try:
+        try:
+            server.start()
+        except ServerProcessError as exc:
+            raise PointFailed(f"server did not start: {exc}") from None
         host, port = server.address
         with tempfile.TemporaryFile("w+") as stderr:
             proc = subprocess.Popen(
@@ -246,7 +245,7 @@ def run_point_once(
                 text=True,
             )
             assert proc.stdout is not None
-            before, after = follow_phases(proc, LinePump(proc.stdout), server, point, plan, config)
+            before, after = follow_phases(LinePump(proc.stdout), server, point, plan, config)
             status = proc.wait()
             stderr.seek(0)
             error_text = stderr.read().strip()
@@ -256,14 +255,17 @@ def run_point_once(
             last = error_text.splitlines()[-1] if error_text else "no output"
             raise PointFailed(f"load generator exited {status}: {last}")
     finally:
-        if proc is not None:
-            stop_child(proc)
-        final = server.stop()
+        # Nested so that a second Ctrl-C while the load generator stops still reaps the
+        # server.
+        try:
+            if proc is not None:
+                stop_child(proc)
+        finally:
+            final = server.stop()
     return build_result(point, config, repeat, started_at, status, json_rel, before, after, final)
 
 
 def follow_phases(
-    proc: subprocess.Popen[str],
     lines: LinePump,
     server: ServerUnderTest,
     point: PointSpec,

@@ -1,0 +1,111 @@
+"""Reference peers: same process interface as muxlab serve, same bytes on the wire."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+from servers import peers
+from servers.peers import PYTHON_PEERS, NginxServer, peer_unavailable_reason
+from servers.process import ServerProcess
+from servers.protocols import HTTP_BODY, HTTP_OK
+from tests.clients import echo_chunks, recv_exactly, split_http_responses
+from tests.conftest import require_tool
+
+REQUIRED_COUNTERS = {"cpu_user_s", "cpu_system_s", "bytes_in", "bytes_out", "connections_accepted"}
+GET = b"GET / HTTP/1.1\r\nHost: muxlab\r\n\r\n"
+
+Connect = Callable[[tuple[str, int]], socket.socket]
+
+
+def _peer_param(name: str) -> object:
+    reason = peer_unavailable_reason(name, "echo")
+    return pytest.param(name, marks=[pytest.mark.skip(reason=reason)] if reason else [], id=name)
+
+
+@pytest.fixture(params=[_peer_param(name) for name in PYTHON_PEERS])
+def peer(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def start_peer(impl: str, protocol: str) -> ServerProcess:
+    return ServerProcess(
+        impl, protocol, command=("-m", "servers.peers"), impl_option="--impl"
+    ).start()
+
+
+def test_echo_peer_returns_every_byte_and_counts_it(peer: str, connect: Connect) -> None:
+    server = start_peer(peer, "echo")
+    try:
+        sock = connect(server.address)
+        chunks = [bytes([i % 251]) * 4096 for i in range(64)]
+        assert echo_chunks(sock, chunks) == b"".join(chunks)
+        counters = server.counters()
+        assert set(counters) >= REQUIRED_COUNTERS
+        assert counters["bytes_in"] == counters["bytes_out"] == 64 * 4096
+        assert counters["connections_accepted"] == 1
+        assert "wait_calls" not in counters  # not measured, so not reported
+    finally:
+        final = server.stop()
+    assert server.returncode == 0
+    assert final is not None and final["bytes_out"] == 64 * 4096
+
+
+def test_http_peer_sends_muxlab_bytes_exactly(peer: str, connect: Connect) -> None:
+    with start_peer(peer, "http") as server:
+        sock = connect(server.address)
+        sock.sendall(GET + GET)  # pipelined: replies in order
+        assert recv_exactly(sock, 2 * len(HTTP_OK)) == HTTP_OK * 2
+        assert server.counters()["bytes_out"] == 2 * len(HTTP_OK)
+
+
+def test_peer_ready_line_names_the_implementation(peer: str) -> None:
+    with start_peer(peer, "echo") as server:
+        assert server.port > 0
+        assert server.host == "127.0.0.1"
+
+
+def test_peer_exits_zero_on_sigint() -> None:
+    server = start_peer("asyncio-protocol", "echo")
+    try:
+        os.kill(server.pid, signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while server.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.returncode == 0
+    finally:
+        server.stop()
+
+
+def test_nginx_serves_the_same_body(connect: Connect) -> None:
+    require_tool("nginx")
+    with NginxServer(cpu=0) as server:
+        sock = connect(server.address)
+        sock.sendall(GET * 3)
+        data = b""
+        while data.count(HTTP_BODY) < 3:
+            chunk = sock.recv(65536)
+            assert chunk, "nginx closed the connection"
+            data += chunk
+        responses = split_http_responses(data)
+        assert responses == [(200, HTTP_BODY)] * 3
+        assert b"Content-Type: text/plain\r\n" in data
+        counters = server.counters()
+        assert {"cpu_user_s", "cpu_system_s"} <= set(counters)
+        assert server.pid > 0
+    assert server.returncode is not None  # reaped
+
+
+def test_missing_optional_peers_have_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(peers, "uvloop_missing", lambda: True)
+    monkeypatch.setattr(peers, "nginx_path", lambda: None)
+    assert "uvloop is not installed" in (peer_unavailable_reason("uvloop-streams", "echo") or "")
+    assert "nginx is not installed" in (peer_unavailable_reason("nginx", "http") or "")
+    assert peer_unavailable_reason("asyncio-streams", "http") is None
+    assert peer_unavailable_reason("nginx", "echo") == "nginx is compared on HTTP only"

@@ -1,0 +1,100 @@
+"""Bad input is one line and exit 2; a missing optional peer is skipped with a note."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.experiments import preset
+from muxlab.cli import main
+from servers import peers
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    status = main(list(argv))
+    return status, capsys.readouterr().err
+
+
+def one_line_error(err: str, prefix: str = "muxlab sweep: error: ") -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(prefix), err
+    return lines[0]
+
+
+def test_unknown_preset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    status, err = run_cli(capsys, "sweep", "--preset", "huge", "--out-dir", str(tmp_path))
+    assert status == 2
+    assert "unknown preset 'huge'" in one_line_error(err)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("repeats = [", "is not valid TOML"),
+        ("speed = 3", "unknown key(s) speed"),
+        ('[[experiments]]\nname = "x"\nkind = "nope"\nimpls = ["poll"]', "kind 'nope'"),
+        ('[[experiments]]\nname = "active"\nimpls = ["kqueue"]', "unknown implementation"),
+        ('[[experiments]]\nname = "idle"\nimpls = ["poll"]\nidle = [90000]', "fd limit"),
+        ('repeats = "many"', "repeats must be a number"),
+    ],
+)
+def test_bad_toml(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, message: str
+) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(text)
+    status, err = run_cli(capsys, "sweep", "--config", str(plan), "--out-dir", str(tmp_path))
+    assert status == 2
+    assert message in one_line_error(err)
+
+
+def test_bad_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    status, err = run_cli(capsys, "sweep", "--experiments", "nope", "--out-dir", str(tmp_path))
+    assert status == 2 and "unknown experiment(s) nope" in one_line_error(err)
+    status, err = run_cli(capsys, "sweep", "--resume", "missing", "--out-dir", str(tmp_path))
+    assert status == 2 and "no run 'missing'" in one_line_error(err)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--connections", "1,x"])
+    assert exit_info.value.code == 2
+    one_line_error(capsys.readouterr().err)
+
+
+def test_missing_peers_are_skipped_with_a_note(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peers, "uvloop_missing", lambda: True)
+    monkeypatch.setattr(peers, "nginx_path", lambda: None)
+    status = main(
+        [
+            "sweep",
+            "--experiments",
+            "peers-http",
+            "--impls",
+            "uvloop-protocol,nginx",
+            "--out-dir",
+            str(tmp_path),
+            "--run-id",
+            "r",
+            "--no-charts",
+            "--quiet",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    data = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [r["status"] for r in data["points"]] == ["skipped"] * len(data["points"])
+    assert any("uvloop is not installed" in note for note in data["notes"])
+    assert any("nginx is not installed" in note for note in data["notes"])
+    assert "uvloop is not installed" in out  # the summary shows why
+
+
+def test_presets_fit_the_descriptor_budget_and_skip_select_by_design() -> None:
+    for name in ("quick", "default", "full"):
+        points = preset(name).points()
+        assert points
+        over = [p for p in points if p.impl == "select" and p.total_connections > 1008]
+        assert all(p.skip_reason() is not None for p in over)
