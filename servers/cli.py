@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 from muxlab.errors import SetupError, UsageError
 from servers.backends import BACKEND_NAMES, BackendUnavailableError
@@ -106,12 +107,16 @@ def pin_to_cpu(cpu: int | None) -> None:
         raise UsageError(f"cannot pin to CPU {cpu}: {exc}") from None
 
 
+def print_counters(snapshot: dict[str, Any]) -> None:
+    print(format_counters_line(snapshot), flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     pin_to_cpu(args.cpu)
     logging.basicConfig(format="muxlab serve: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
-        server = Server(config)
+        server = Server(config, on_snapshot=print_counters)
     except (ServerSetupError, BackendUnavailableError) as exc:
         raise SetupError(str(exc)) from None
 
@@ -119,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         server.request_stop()
 
     def report(signum: int, frame: FrameType | None) -> None:
-        print(format_counters_line(server.counters.snapshot()), flush=True)
+        server.request_snapshot()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -131,6 +136,6 @@ def run(args: argparse.Namespace) -> int:
     )
     server.run()
     snapshot = server.counters.snapshot()
-    print(format_counters_line(snapshot), flush=True)
+    print_counters(snapshot)
     print(format_counters_table(snapshot), file=sys.stderr)
     return 0

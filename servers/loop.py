@@ -31,7 +31,9 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from servers.backends import (
     ERROR,
@@ -142,8 +144,10 @@ class Server:
         config: ServerConfig,
         backend: Backend | None = None,
         listener: socket.socket | None = None,
+        on_snapshot: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_snapshot = on_snapshot
         self.backend = backend if backend is not None else create_backend(config.backend)
         self.listener = listener or open_listener(config.host, config.port, config.backlog)
         self.listener.setblocking(False)
@@ -159,6 +163,7 @@ class Server:
         self._accept_retry_ns = 0
         self._ceiling_warning = RateLimitedWarning()
         self._stopping = False
+        self._snapshot_requested = False
         # Another thread or a signal handler wakes a blocked wait through this pair.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -174,6 +179,17 @@ class Server:
     def request_stop(self) -> None:
         """Make :meth:`run` return soon; safe from another thread or a signal handler."""
         self._stopping = True
+        self._wake()
+
+    def request_snapshot(self) -> None:
+        """Pass a counters snapshot to ``on_snapshot`` once the current batch of events is
+        handled; safe from a signal handler. Taking it between batches, never in the middle
+        of a request, keeps it consistent: a reply the client has seen is counted. It costs
+        one extra wait call, the one the wake-up causes."""
+        self._snapshot_requested = True
+        self._wake()
+
+    def _wake(self) -> None:
         # A full or closed pair means the loop is already waking, or gone: fine either way.
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
@@ -212,6 +228,10 @@ class Server:
                     self._drain_wake()
             if self._accept_paused and time.monotonic_ns() >= self._accept_retry_ns:
                 self._resume_accepting()
+            if self._snapshot_requested:
+                self._snapshot_requested = False
+                if self._on_snapshot is not None:
+                    self._on_snapshot(counters.snapshot())
 
     def _wait_timeout_s(self) -> float | None:
         if not self._accept_paused:
