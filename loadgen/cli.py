@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -115,10 +116,11 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
 
 def check_output_path(path: Path) -> None:
     """Fail before the run, not after it, when the result file cannot be written."""
-    directory = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise UsageError(f"--json {path} is a directory")
-    existing = next((p for p in (directory, *directory.parents) if p.exists()), Path("."))
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--json {path}: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--json {path}: cannot write in {existing}")
 
@@ -128,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_output_path(args.json)
     show_progress = not args.quiet and sys.stderr.isatty()
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C (or kill -INT) must still
+    # stop the run and keep its partial result.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def on_phase(phase: str) -> None:
         if args.phase_lines:

@@ -1,0 +1,130 @@
+"""``muxlab load`` against real ``muxlab serve`` children: every backend, both protocols,
+closed and open loop, with idle connections. Assertions are on counts and bytes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loadgen import LoadConfig, LoadResult, run_load
+from loadgen.recording import merge_encoded
+from servers.protocols import HTTP_OK
+from tests.conftest import ServerFactory
+
+ACTIVE = 4
+IDLE = 16
+RATE_RPS = 2000.0
+
+
+def short_run(port: int, protocol: str, **overrides: object) -> LoadResult:
+    options: dict[str, object] = {
+        "port": port,
+        "protocol": protocol,
+        "connections": ACTIVE,
+        "idle": IDLE,
+        "processes": 1,
+        "duration_s": 0.6,
+        "warmup_s": 0.2,
+        "timeout_s": 5.0,
+    }
+    options.update(overrides)
+    return run_load(LoadConfig(**options))  # type: ignore[arg-type]
+
+
+def reply_bytes(result: LoadResult) -> int:
+    return result.config.size_bytes if result.config.protocol == "echo" else len(HTTP_OK)
+
+
+def assert_clean_run(result: LoadResult) -> None:
+    assert result.errors == {}
+    assert result.exit_status == 0
+    assert result.requests_ok > 0
+    assert result.requests_total >= result.requests_ok
+    assert result.connections.active == ACTIVE
+    assert result.connections.idle == IDLE
+    assert result.connections.idle_open_at_end == IDLE
+    assert result.connections.connect_errors == 0
+    # Every reply counted in the window has exactly one latency in the histogram.
+    assert merge_encoded([result.histogram]).get_total_count() == result.requests_ok
+    assert result.latency.count == result.requests_ok
+    assert 0 < result.latency.p50 <= result.latency.p99 <= result.latency.max
+    # Bytes of the window's replies, give or take replies straddling the window's edges.
+    edge_bytes = ACTIVE * result.config.pipeline * reply_bytes(result)
+    assert abs(result.bytes_received - result.requests_ok * reply_bytes(result)) <= edge_bytes
+    assert sum(result.per_second) <= result.requests_ok
+    assert len(result.client_cpu) == 1
+
+
+@pytest.mark.parametrize("protocol", ["echo", "http"])
+@pytest.mark.parametrize("loop", ["closed", "open"])
+def test_every_backend_protocol_and_loop(
+    backend: str, protocol: str, loop: str, start_server: ServerFactory
+) -> None:
+    server = start_server(backend, protocol)
+    rate = RATE_RPS if loop == "open" else None
+    result = short_run(server.port, protocol, rate_rps=rate, pipeline=2)
+    assert_clean_run(result)
+    if loop == "open":
+        assert result.latency_uncorrected is not None
+        assert result.latency_uncorrected.count == result.requests_ok
+        # Slots are paced: no more requests than slots were due, whatever the server's speed.
+        due_slots = RATE_RPS * (0.2 + 0.6) + ACTIVE
+        assert result.requests_total <= due_slots
+    else:
+        assert result.latency_uncorrected is None
+        assert result.histogram_uncorrected is None
+
+
+def test_server_sees_exactly_the_connections_and_bytes(start_server: ServerFactory) -> None:
+    server = start_server("epoll-lt", "echo")
+    result = short_run(server.port, "echo", size_bytes=1000, pipeline=3)
+    assert_clean_run(result)
+    counters = server.stop()
+    assert counters is not None
+    # One probe connection before the run, then the active and idle ones.
+    assert counters["connections_accepted"] == 1 + ACTIVE + IDLE
+    assert counters["bytes_in"] == counters["bytes_out"]
+    assert counters["bytes_out"] % 1000 == 0
+
+
+def test_large_messages_survive_partial_reads_and_writes(start_server: ServerFactory) -> None:
+    server = start_server("epoll-et", "echo")
+    result = short_run(server.port, "echo", size_bytes=1 << 20, pipeline=2, connections=2,
+                       idle=0)  # fmt: skip
+    assert result.errors == {}
+    assert result.requests_ok > 0
+
+
+def test_several_processes_merge_into_one_result(start_server: ServerFactory) -> None:
+    server = start_server("epoll-lt", "http")
+    result = short_run(server.port, "http", processes=2)
+    assert result.errors == {}
+    assert len(result.client_cpu) == 2
+    assert result.connections.idle_open_at_end == IDLE
+    assert merge_encoded([result.histogram]).get_total_count() == result.requests_ok
+
+
+def test_json_has_the_contract_keys(start_server: ServerFactory, tmp_path: Path) -> None:
+    server = start_server("epoll-lt", "echo")
+    result = short_run(server.port, "echo", rate_rps=RATE_RPS)
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result.to_json()))
+    data = json.loads(path.read_text())
+    for key in (
+        "schema_version", "config", "environment", "requests_ok", "requests_total",
+        "errors", "rps", "duration_s", "bytes_sent", "bytes_received", "mib_per_s",
+        "latency_us", "latency_us_uncorrected", "per_second", "client_cpu", "connections",
+        "histogram", "histogram_uncorrected",
+    ):  # fmt: skip
+        assert key in data, key
+    assert data["schema_version"] == 1
+    assert set(data["latency_us"]) == {"p50", "p90", "p99", "p99_9", "max", "mean"}
+    assert set(data["connections"]) == {"active", "idle", "idle_open_at_end", "connect_errors"}
+    assert data["config"]["rate_rps"] == RATE_RPS
+    assert data["environment"]["fd_limit_hard"] > 0
+    # The encoded histograms load again and merge with others (multi-run merges).
+    twice = merge_encoded([data["histogram"], data["histogram"]])
+    assert twice.get_total_count() == 2 * data["requests_ok"]
+    assert merge_encoded([data["histogram_uncorrected"]]).get_total_count() == data["requests_ok"]

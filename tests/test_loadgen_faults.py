@@ -1,0 +1,384 @@
+"""``muxlab load`` when things go wrong: wrong replies, dead, stopped and stalled servers,
+Ctrl-C, bad input, and result files that must never be half written."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from loadgen import LoadConfig, run_load
+from loadgen.verify import echo_filler, echo_message
+from servers.process import ServerProcess
+from servers.protocols import HTTP_OK
+from tests.conftest import ServerFactory
+
+PHASE_MEASURE = "muxlab load: phase measure"
+PHASE_END = "muxlab load: phase end"
+
+
+# -- test doubles: servers that answer wrongly ---------------------------------------------
+
+
+DoubleFactory = Callable[[type[socketserver.BaseRequestHandler]], int]
+
+
+class _Double(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@pytest.fixture
+def double_server() -> Iterator[DoubleFactory]:
+    """Start a threaded loopback server with a given handler; shut down at teardown."""
+    started: list[_Double] = []
+
+    def start(handler: type[socketserver.BaseRequestHandler]) -> int:
+        server = _Double(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append(server)
+        port: int = server.server_address[1]
+        return port
+
+    yield start
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+CORRUPT_OFFSET = 64 * 50 + 30  # a filler byte of the 51st message of one connection
+
+
+class CorruptOneByteEcho(socketserver.BaseRequestHandler):
+    """Echo, except that one byte, once, on one connection, comes back flipped."""
+
+    lock = threading.Lock()
+    done = False
+
+    def handle(self) -> None:
+        seen = 0
+        while data := self.request.recv(65536):
+            out = bytearray(data)
+            with CorruptOneByteEcho.lock:
+                if not CorruptOneByteEcho.done and seen <= CORRUPT_OFFSET < seen + len(out):
+                    out[CORRUPT_OFFSET - seen] ^= 0x40
+                    CorruptOneByteEcho.done = True
+            seen += len(data)
+            self.request.sendall(out)
+
+
+class CrossTalkEcho(socketserver.BaseRequestHandler):
+    """Answers the first message of each connection with connection 0's first message."""
+
+    def handle(self) -> None:
+        data = self.request.recv(65536)
+        if data:
+            self.request.sendall(echo_message(0, 0, echo_filler(len(data))) + data[64:])
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+def http_double(reply: bytes) -> type[socketserver.BaseRequestHandler]:
+    class FixedReply(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            pending = b""
+            while data := self.request.recv(65536):
+                pending += data
+                requests = pending.count(b"\r\n\r\n")
+                pending = pending.rsplit(b"\r\n\r\n", 1)[-1]
+                if requests:
+                    self.request.sendall(reply * requests)
+
+    return FixedReply
+
+
+def double_run(port: int, protocol: str, connections: int = 2) -> dict[str, int]:
+    result = run_load(
+        LoadConfig(port=port, protocol=protocol, connections=connections, processes=1,
+                   duration_s=0.5, warmup_s=0.0, timeout_s=5.0)
+    )  # fmt: skip
+    assert result.exit_status == 1
+    return result.errors
+
+
+def test_one_corrupted_byte_is_detected(double_server: DoubleFactory) -> None:
+    CorruptOneByteEcho.done = False
+    errors = double_run(double_server(CorruptOneByteEcho), "echo")
+    assert CorruptOneByteEcho.done
+    assert errors == {"echo_corrupt": 1}
+
+
+def test_cross_talk_is_detected(double_server: DoubleFactory) -> None:
+    errors = double_run(double_server(CrossTalkEcho), "echo", connections=3)
+    # Connection 0 gets its own message back; the two others get connection 0's.
+    assert errors == {"echo_crosstalk": 2}
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (HTTP_OK.replace(b"200 OK", b"500 Internal Server Error"), "http_status"),
+        (HTTP_OK.replace(b"Content-Length: 18\r\n", b""), "http_framing"),
+        (HTTP_OK.replace(b"Content-Length: 18", b"Content-Length: 5"), "unexpected_data"),
+    ],
+)
+def test_bad_http_replies_are_detected(
+    double_server: DoubleFactory, reply: bytes, kind: str
+) -> None:
+    errors = double_run(double_server(http_double(reply)), "http")
+    assert errors == {kind: 2}
+
+
+def test_a_good_double_passes(double_server: DoubleFactory) -> None:
+    """The doubles themselves are right apart from their one fault."""
+    port = double_server(http_double(HTTP_OK))
+    result = run_load(LoadConfig(port=port, protocol="http", connections=2, processes=1,
+                                 duration_s=0.3, warmup_s=0.0))  # fmt: skip
+    assert result.errors == {}
+    assert result.requests_ok > 0
+
+
+# -- faults of a real server, through the CLI ----------------------------------------------
+
+
+class LoadProcess:
+    """``muxlab load`` as a child, its stdout lines readable with a timeout."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "muxlab", "load", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stdout: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.stdout.append(line.rstrip("\n"))
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for_line(self, wanted: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            assert line is not None, f"exited before {wanted!r}: {self.stderr()}"
+            if line == wanted:
+                return
+
+    def wait(self, timeout_s: float) -> int:
+        return self.proc.wait(timeout_s)
+
+    def stderr(self) -> str:
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read() if self.proc.poll() is not None else ""
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+LoadFactory = Callable[..., LoadProcess]
+
+
+@pytest.fixture
+def load_process() -> Iterator[LoadFactory]:
+    started: list[LoadProcess] = []
+
+    def start(*args: str) -> LoadProcess:
+        proc = LoadProcess(*args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+def load_args(server: ServerProcess, json_path: Path, *extra: str) -> list[str]:
+    return ["--port", str(server.port), "--processes", "1", "--json", str(json_path),
+            "--phase-lines", "--quiet", *extra]  # fmt: skip
+
+
+def test_killed_server_ends_the_run_with_errors(
+    start_server: ServerFactory, load_process: LoadFactory, tmp_path: Path
+) -> None:
+    server = start_server("epoll-lt", "echo")
+    out = tmp_path / "killed.json"
+    load = load_process(*load_args(server, out, "--connections", "4", "--duration", "2",
+                                   "--warmup", "0.2", "--timeout", "2"))  # fmt: skip
+    load.wait_for_line(PHASE_MEASURE)
+    time.sleep(0.3)
+    os.kill(server.pid, signal.SIGKILL)
+    # Bounded: the window (2 s) plus the timeout (2 s) plus generous start-up slack.
+    assert load.wait(timeout_s=30) == 1
+    data = json.loads(out.read_text())
+    assert data["errors"], data["errors"]
+    assert set(data["errors"]) <= {"reset", "closed"}
+    assert sum(data["errors"].values()) == 4  # every connection, once
+    assert data["requests_ok"] > 0
+    assert load.stdout == [PHASE_MEASURE, PHASE_END]
+
+
+def test_stalled_server_times_out_and_the_run_still_ends(
+    start_server: ServerFactory, load_process: LoadFactory, tmp_path: Path
+) -> None:
+    server = start_server("epoll-lt", "http")
+    out = tmp_path / "stalled.json"
+    load = load_process(*load_args(server, out, "--protocol", "http", "--connections", "3",
+                                   "--duration", "1", "--warmup", "0.2",
+                                   "--timeout", "1"))  # fmt: skip
+    load.wait_for_line(PHASE_MEASURE)
+    time.sleep(0.2)
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        assert load.wait(timeout_s=30) == 1
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    data = json.loads(out.read_text())
+    assert data["errors"] == {"timeout": 3}
+
+
+def test_paused_server_shows_in_corrected_latency_only(
+    start_server: ServerFactory, load_process: LoadFactory, tmp_path: Path
+) -> None:
+    server = start_server("epoll-lt", "echo")
+    out = tmp_path / "paused.json"
+    load = load_process(*load_args(server, out, "--connections", "4", "--rate", "1000",
+                                   "--duration", "3", "--warmup", "0.2"))  # fmt: skip
+    load.wait_for_line(PHASE_MEASURE)
+    time.sleep(0.5)
+    os.kill(server.pid, signal.SIGSTOP)
+    time.sleep(1.0)
+    os.kill(server.pid, signal.SIGCONT)
+    assert load.wait(timeout_s=30) == 0
+    data = json.loads(out.read_text())
+    corrected = data["latency_us"]["p99"]
+    uncorrected = data["latency_us_uncorrected"]["p99"]
+    # A third of the window's requests were due during the 1 s pause: wrk2-style
+    # correction charges each with its wait; from the actual send, only the 4 requests in
+    # flight at the pause saw it.
+    assert corrected >= 500_000, data["latency_us"]
+    assert uncorrected < corrected, (data["latency_us"], data["latency_us_uncorrected"])
+    assert data["latency_us"]["max"] >= 900_000
+
+
+def test_ctrl_c_keeps_the_partial_result(
+    start_server: ServerFactory, load_process: LoadFactory, tmp_path: Path
+) -> None:
+    server = start_server("epoll-lt", "echo")
+    out = tmp_path / "interrupted.json"
+    load = load_process(*load_args(server, out, "--connections", "4", "--processes", "2",
+                                   "--duration", "30", "--warmup", "0.2"))  # fmt: skip
+    load.wait_for_line(PHASE_MEASURE)
+    time.sleep(0.5)
+    load.proc.send_signal(signal.SIGINT)
+    assert load.wait(timeout_s=20) == 130
+    data = json.loads(out.read_text())
+    assert data["interrupted"] is True
+    assert data["requests_ok"] > 0
+    assert 0 < data["duration_s"] < 30
+    assert len(data["client_cpu"]) == 2
+    assert load.stdout == [PHASE_MEASURE, PHASE_END]
+
+
+# -- bad input and preconditions -----------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A port where nothing listens (bound, never listening, so nobody else takes it)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    closed_port.keep = sock  # type: ignore[attr-defined]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "--port"),
+        (["--port", "70000"], "--port"),
+        (["--port", "PORT", "--connections", "0"], "--connections"),
+        (["--port", "PORT", "--size", "4"], "--size"),
+        (["--port", "PORT", "--rate", "-5"], "--rate"),
+        (["--port", "PORT", "--cpus", "1-x"], "CPU list"),
+        (["--port", "PORT", "--protocol", "gopher"], "--protocol"),
+        (["--port", "PORT"], "connection refused"),
+        (["--port", "PORT", "--host", "no-such-host.invalid"], "cannot resolve"),
+        (["--port", "PORT", "--connections", "50000", "--processes", "1"], "RLIMIT_NOFILE"),
+        (["--port", "PORT", "--idle", "40000", "--processes", "4"], "ip_local_port_range"),
+        (["--port", "PORT", "--json", "TMP/a-file/result.json"], "--json"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str, tmp_path: Path) -> None:
+    port = str(closed_port())
+    (tmp_path / "a-file").write_text("")
+    argv = [a.replace("PORT", port).replace("TMP", str(tmp_path)) for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-m", "muxlab", "load", *argv],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("muxlab load: error:")
+    assert needle in lines[0]
+    assert proc.stdout == ""
+
+
+# -- result files are whole or absent ------------------------------------------------------
+
+WRITER = """
+import sys
+from muxlab.atomic import write_json_atomic
+path = sys.argv[1]
+big = {"histogram": "x" * 4_000_000}
+n = 0
+while True:
+    n += 1
+    write_json_atomic(path, {"n": n, **big})
+"""
+
+
+def test_result_file_is_never_partial_even_when_the_writer_is_killed(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    for delay_s in (0.05, 0.13, 0.31, 0.57):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
+        try:
+            time.sleep(delay_s)
+        finally:
+            writer.kill()
+            writer.wait()
+        if path.exists():
+            data = json.loads(path.read_text())  # fails on a partial file
+            assert len(data["histogram"]) == 4_000_000
+
+
+def test_a_failed_start_leaves_an_existing_result_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    path.write_text('{"old": true}\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "muxlab", "load", "--port", str(closed_port()),
+         "--json", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert path.read_text() == '{"old": true}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]

@@ -1,0 +1,217 @@
+"""The load generator's pure parts: verification, recording and merging, schedules, config."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from loadgen.config import LoadConfig, parse_cpu_list, resolve
+from loadgen.recording import (
+    HIGHEST_US,
+    BatchRecorder,
+    LatencySummary,
+    merge_encoded,
+    new_histogram,
+)
+from loadgen.schedule import Pacer, Phases, split_evenly
+from loadgen.verify import (
+    ECHO_CORRUPT,
+    ECHO_CROSSTALK,
+    ECHO_REORDER,
+    HTTP_FRAMING,
+    HTTP_STATUS,
+    UNEXPECTED_DATA,
+    VerifyError,
+    classify_echo,
+    echo_filler,
+    echo_message,
+    parse_http_replies,
+)
+from muxlab.errors import UsageError
+from servers.protocols import HTTP_OK
+
+FILLER = echo_filler(64)
+
+
+def stream(cid: int, seqs: range | list[int]) -> bytes:
+    return b"".join(echo_message(cid, s, FILLER) for s in seqs)
+
+
+# -- echo verification ---------------------------------------------------------------------
+
+
+def test_echo_messages_differ_per_connection_and_sequence() -> None:
+    assert len(echo_message(3, 9, FILLER)) == 64
+    assert echo_message(3, 9, FILLER) != echo_message(3, 10, FILLER)
+    assert echo_message(3, 9, FILLER) != echo_message(4, 9, FILLER)
+
+
+@pytest.mark.parametrize(
+    ("received", "kind"),
+    [
+        (stream(2, [5, 4]), ECHO_REORDER),  # this connection's messages, swapped
+        (stream(7, [4, 5]), ECHO_CROSSTALK),  # another connection's messages
+        (stream(2, [4]) + stream(7, [0]), ECHO_CROSSTALK),
+        (stream(2, [4, 5]) + b"x", UNEXPECTED_DATA),  # more than was sent
+    ],
+)
+def test_echo_mismatch_kinds(received: bytes, kind: str) -> None:
+    expected = stream(2, [4, 5])
+    assert classify_echo(expected, received, 0, FILLER, cid=2, next_seq=6, connections=8) == kind
+
+
+@given(st.integers(0, 127), st.integers(1, 255))
+def test_any_flipped_byte_is_corruption(position: int, flip: int) -> None:
+    expected = stream(2, [4, 5])
+    received = bytearray(expected)
+    received[position] ^= flip
+    kind = classify_echo(expected, bytes(received), 0, FILLER, cid=2, next_seq=6, connections=3)
+    # A flip in the header can turn a message into another valid one: never silently ok.
+    assert kind in (ECHO_CORRUPT, ECHO_REORDER, ECHO_CROSSTALK)
+    if position % 64 >= 12:
+        assert kind == ECHO_CORRUPT
+
+
+def test_mismatch_after_a_partial_message_is_found() -> None:
+    expected = stream(2, [4, 5])[10:]  # the first 10 bytes of seq 4 already arrived
+    received = bytearray(expected)
+    received[60] ^= 1  # inside seq 5 (offset 70 of the stream)
+    kind = classify_echo(expected, bytes(received), 10, FILLER, cid=2, next_seq=6, connections=3)
+    assert kind == ECHO_CORRUPT
+
+
+def test_data_when_nothing_is_owed_is_unexpected() -> None:
+    assert classify_echo(None, b"hi", 0, FILLER, 0, 0, 1) == UNEXPECTED_DATA
+
+
+# -- HTTP verification ---------------------------------------------------------------------
+
+
+def test_http_whole_and_partial_replies() -> None:
+    assert parse_http_replies(HTTP_OK * 3, 3, b"") == (3, 3 * len(HTTP_OK), HTTP_OK)
+    replies, consumed, _ = parse_http_replies(HTTP_OK + HTTP_OK[:20], 2, b"")
+    assert (replies, consumed) == (1, len(HTTP_OK))
+
+
+def test_http_reply_with_another_date_header_is_parsed_and_remembered() -> None:
+    other = HTTP_OK.replace(b"\r\n\r\n", b"\r\nDate: now\r\n\r\n", 1)
+    assert parse_http_replies(other, 1, HTTP_OK) == (1, len(other), other)
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (HTTP_OK.replace(b"200 OK", b"503 Busy"), HTTP_STATUS),
+        (HTTP_OK.replace(b"Content-Length", b"X-Length"), HTTP_FRAMING),
+        (HTTP_OK.replace(b"Content-Length: 18", b"Transfer-Encoding: chunked"), HTTP_FRAMING),
+        (b"garbage\r\n\r\n", HTTP_FRAMING),
+        (HTTP_OK + b"extra", UNEXPECTED_DATA),
+        (b"x" * 20000, HTTP_FRAMING),
+    ],
+)
+def test_http_bad_replies(reply: bytes, kind: str) -> None:
+    with pytest.raises(VerifyError) as info:
+        parse_http_replies(reply, 1, b"")
+    assert info.value.kind == kind
+
+
+# -- recording -----------------------------------------------------------------------------
+
+
+def test_merging_two_workers_equals_one_histogram_of_all_values() -> None:
+    rng = random.Random(1)
+    values = [int(rng.lognormvariate(5, 1.5)) for _ in range(20000)] + [0, 1, HIGHEST_US]
+    first, second, whole = BatchRecorder(), BatchRecorder(), new_histogram()
+    for i, value in enumerate(values):
+        (first if i % 3 else second).pending.append(value)
+        whole.record_value(value)
+    merged = merge_encoded([first.encode(), second.encode()])
+    assert merged.get_total_count() == len(values)
+    assert list(merged.counts) == list(whole.counts)
+    assert LatencySummary.of(merged) == LatencySummary.of(whole)
+
+
+def test_batch_recording_equals_one_call_per_value() -> None:
+    recorder, direct = BatchRecorder(), new_histogram()
+    for value in [5, 5, 5, 700, 123456, 5]:
+        recorder.pending.append(value)
+        direct.record_value(value)
+    recorder.flush()
+    assert recorder.pending == []
+    assert list(recorder.histogram.counts) == list(direct.counts)
+
+
+def test_percentiles_within_one_percent() -> None:
+    recorder = BatchRecorder()
+    recorder.pending.extend(range(1, 100001))
+    recorder.flush()
+    summary = LatencySummary.of(recorder.histogram)
+    for got, exact in ((summary.p50, 50000), (summary.p99, 99000), (summary.p99_9, 99900)):
+        assert abs(got - exact) / exact <= 0.01
+
+
+def test_values_beyond_the_range_are_clamped_not_lost() -> None:
+    recorder = BatchRecorder()
+    recorder.pending.append(HIGHEST_US * 10)
+    recorder.flush()
+    assert recorder.histogram.get_total_count() == 1
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+
+def test_pacer_slots_do_not_drift() -> None:
+    pacer = Pacer(start_ns=1000, rate_per_s=3.0)
+    dues = [pacer.advance() for _ in range(7)]
+    assert dues == [1000 + int(n * 1e9 / 3) for n in range(7)]
+    assert pacer.next_due_ns == 1000 + int(7 * 1e9 / 3)
+
+
+def test_phases_and_split() -> None:
+    phases = Phases.starting_at(100, 1.0, 2.5)
+    assert phases.measure_start_ns == 100 + 10**9
+    assert phases.end_ns == 100 + 35 * 10**8
+    assert split_evenly(10, 3) == [4, 3, 3]
+    assert sum(split_evenly(7, 7)) == 7
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+def test_cpu_lists() -> None:
+    assert parse_cpu_list("1") == (1,)
+    assert parse_cpu_list("3,0-1") == (0, 1, 3)
+    for bad in ("x", "2-1", "-1", ""):
+        with pytest.raises(UsageError):
+            parse_cpu_list(bad)
+
+
+def test_resolve_fills_processes_and_caps_them_at_the_connections() -> None:
+    assert resolve(LoadConfig(port=1, cpus=(0,))).processes == 1
+    assert resolve(LoadConfig(port=1, connections=1, processes=8)).processes == 1
+    assert resolve(LoadConfig(port=1, connections=1, idle=5, processes=4)).processes == 4
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"port": 0},
+        {"connections": 0},
+        {"idle": -1},
+        {"duration_s": 0},
+        {"warmup_s": -1},
+        {"size_bytes": 11},
+        {"pipeline": 0},
+        {"rate_rps": 0},
+        {"connect_rate_cps": 0},
+        {"timeout_s": 0},
+        {"processes": 0},
+    ],
+)
+def test_bad_configs_are_usage_errors(overrides: dict[str, object]) -> None:
+    options: dict[str, object] = {"port": 1, **overrides}
+    with pytest.raises(UsageError):
+        resolve(LoadConfig(**options))  # type: ignore[arg-type]
