@@ -114,7 +114,9 @@ DEMO = Demo(
         "backlog. Accept until EAGAIN with ET; LT reports the listener again while the "
         "queue is non-empty."
     ),
-    man='epoll(7), "Possible pitfalls" and the ET suggestions; accept(2) (EAGAIN)',
+    man=(
+        'epoll(7), "Level-triggered and edge-triggered" (wait only after EAGAIN); accept(2), EAGAIN'
+    ),
     naive=Case("ET, one accept() per event", Setup(True, accept_one)),
     fixed=(
         Case("LT, one accept() per event", Setup(False, accept_one)),

@@ -115,7 +115,10 @@ DEMO = Demo(
         "client waits for a reply that never completes. The same handler under LT is "
         "called again while data remains; the ET handler that reads until EAGAIN drains it."
     ),
-    man='epoll(7), "Possible pitfalls and ways to avoid them" and the ET usage suggestions',
+    man=(
+        'epoll(7), "Level-triggered and edge-triggered" (suggested ET use: non-blocking '
+        'descriptors, wait only after EAGAIN) and "Questions and answers" (until EAGAIN)'
+    ),
     naive=Case("ET, one recv(1024) per event", Setup(True, echo_one_read)),
     fixed=(
         Case("LT, one recv(1024) per event", Setup(False, echo_one_read)),

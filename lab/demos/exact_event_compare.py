@@ -116,7 +116,7 @@ DEMO = Demo(
         "never read and the socket is never closed. Test bits: 'events & (EPOLLIN | "
         "EPOLLRDHUP | EPOLLHUP | EPOLLERR)'."
     ),
-    man="epoll_ctl(2), the events bit mask (EPOLLRDHUP, EPOLLHUP, EPOLLERR); poll(2)",
+    man="epoll_ctl(2), EPOLLRDHUP, EPOLLHUP and EPOLLERR; poll(2), POLLHUP",
     naive=Case("events == EPOLLIN", handle_if_equal),
     fixed=(Case("events & (IN|RDHUP|HUP|ERR)", handle_if_bit_set),),
     measure=measure,

@@ -142,7 +142,7 @@ DEMO = Demo(
         "report; the worker re-arms it with EPOLL_CTL_MOD when done, so at most one worker "
         "owns it at a time."
     ),
-    man='epoll_ctl(2), EPOLLONESHOT; epoll(7), "Questions and answers" (Q2, waiting threads)',
+    man='epoll_ctl(2), EPOLLONESHOT; epoll(7), "Level-triggered and edge-triggered"',
     naive=Case("LT, no EPOLLONESHOT", Setup(select.EPOLLIN, handle_shared)),
     fixed=(
         Case(

@@ -99,7 +99,7 @@ DEMO = Demo(
         "descriptor numbers and epoll keeps a kernel interest list, neither with a ceiling "
         "below RLIMIT_NOFILE."
     ),
-    man='select(2), "BUGS" and the FD_SETSIZE note in "DESCRIPTION"; poll(2); epoll(7)',
+    man="select(2), the WARNING in DESCRIPTION, and BUGS (glibc's FD_SETSIZE); poll(2); epoll(7)",
     naive=Case("select", wait_with_select),
     fixed=(Case("poll", wait_with_poll), Case("epoll", wait_with_epoll)),
     measure=measure,

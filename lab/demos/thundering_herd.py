@@ -5,7 +5,7 @@ queue. A new connection wakes every entry, so every process returns from ``epoll
 one ``accept()`` wins and the rest get ``EAGAIN``: N wake-ups for one connection.
 ``EPOLLEXCLUSIVE`` (Linux 4.5) marks the entries exclusive, so the kernel wakes one or more
 of them instead of all; ``SO_REUSEPORT`` gives each process its own listening socket and
-the kernel hashes each connection to exactly one of them (``socket(7)``).
+each connection is queued on exactly one of them (``socket(7)``, ``SO_REUSEPORT``).
 """
 
 from __future__ import annotations
@@ -184,8 +184,8 @@ DEMO = Demo(
         "kernel hands each connection to exactly one of them."
     ),
     man=(
-        "epoll_ctl(2), EPOLLEXCLUSIVE (Linux 4.5); socket(7), SO_REUSEPORT; "
-        'epoll(7), "Questions and answers" (Q2)'
+        "epoll_ctl(2), EPOLLEXCLUSIVE (since Linux 4.5); socket(7), SO_REUSEPORT; "
+        'epoll(7), "Questions and answers" (two epoll instances on one descriptor)'
     ),
     naive=Case("shared listener, plain EPOLLIN", Setup(watch_shared, parent_listens=True)),
     fixed=(
