@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from loadgen import LoadConfig, run_load
+from loadgen.config import LoadProtocol
 from loadgen.verify import echo_filler, echo_message
 from servers.process import ServerProcess
 from servers.protocols import HTTP_OK
@@ -103,7 +104,7 @@ def http_double(reply: bytes) -> type[socketserver.BaseRequestHandler]:
     return FixedReply
 
 
-def double_run(port: int, protocol: str, connections: int = 2) -> dict[str, int]:
+def double_run(port: int, protocol: LoadProtocol, connections: int = 2) -> dict[str, int]:
     result = run_load(
         LoadConfig(port=port, protocol=protocol, connections=connections, processes=1,
                    duration_s=0.5, warmup_s=0.0, timeout_s=5.0)
