@@ -331,8 +331,7 @@ def _run_script(server: Server, backend: TracingBackend, config: TraceConfig, tr
     for size in config.sizes_bytes:
         for number, sock in enumerate(clients, start=1):
             trace.record("client", "send", conn=number, nbytes=size)
-            sock.sendall(b"m" * size)
-            echoed = _recv_exactly(sock, size)
+            echoed = _echo(sock, b"m" * size)
             if echoed != size:
                 raise RunError(f"connection {number}: {echoed} of {size} bytes echoed")
             _settle(partial(bool, True), backend, "echoed")
@@ -343,16 +342,34 @@ def _run_script(server: Server, backend: TracingBackend, config: TraceConfig, tr
         _settle(partial(_reached, counters, "connections_closed", number), backend, "closed")
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> int:
+def _echo(sock: socket.socket, payload: bytes) -> int:
+    """Send from a thread while reading here; return how many bytes came back.
+
+    An echo server with backpressure stops reading from a client that does not read, so a
+    client that sent a large message before reading any of the echo would deadlock.
+    """
+    failures: list[OSError] = []
+
+    def send() -> None:
+        try:
+            sock.sendall(payload)
+        except OSError as exc:
+            failures.append(exc)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
     received = 0
     try:
-        while received < size:
-            chunk = sock.recv(size - received)
+        while received < len(payload):
+            chunk = sock.recv(min(len(payload) - received, 1 << 20))
             if not chunk:
                 break
             received += len(chunk)
-    except TimeoutError:
-        pass
+    except OSError as exc:
+        failures.append(exc)
+    sender.join(CLIENT_TIMEOUT_S)
+    if failures:
+        raise RunError(f"the scripted client failed: {failures[0]}")
     return received
 
 
