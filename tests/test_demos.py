@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,3 +70,15 @@ def test_bad_input_is_one_line(argv: list[str], message: str) -> None:
     assert proc.stderr.startswith("muxlab demo: error: ")
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_lab_guides_cover_every_demo_and_stay_in_step() -> None:
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    english = (docs / "lab-guide.md").read_text(encoding="utf-8")
+    chinese = (docs / "lab-guide.zh-CN.md").read_text(encoding="utf-8")
+    for name in DEMOS:
+        assert f"muxlab demo {name}\n" in english, name
+    # Same sections, same commands, same numbered questions.
+    for pattern in (r"^#+ ([\d.]+)", r"```sh\n(.*?)```", r"^ ?(\d+)\. "):
+        flags = re.M | re.S
+        assert re.findall(pattern, english, flags) == re.findall(pattern, chinese, flags)
