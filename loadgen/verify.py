@@ -27,8 +27,8 @@ UNEXPECTED_DATA = "unexpected_data"
 HTTP_STATUS = "http_status"
 HTTP_FRAMING = "http_framing"
 
-_HEADER = struct.Struct("<IQ")
-assert _HEADER.size == ECHO_HEADER_BYTES
+ECHO_HEADER = struct.Struct("<IQ")
+assert ECHO_HEADER.size == ECHO_HEADER_BYTES
 # nginx refuses response heads above its buffer size too; a head this long is garbage.
 MAX_REPLY_HEAD_BYTES = 16384
 
@@ -48,7 +48,7 @@ def echo_filler(size_bytes: int) -> bytes:
 
 
 def echo_message(cid: int, seq: int, filler: bytes) -> bytes:
-    return _HEADER.pack(cid, seq) + filler
+    return ECHO_HEADER.pack(cid, seq) + filler
 
 
 def _first_difference(a: bytes, b: bytes) -> int:
@@ -88,7 +88,7 @@ def classify_echo(
     if start < 0 or start + size > len(data):
         return ECHO_CORRUPT  # the message with the bad byte is not whole here: no header
     got = data[start : start + size]
-    rcid, rseq = _HEADER.unpack_from(got)
+    rcid, rseq = ECHO_HEADER.unpack_from(got)
     if rcid != cid and rcid < connections and got == echo_message(rcid, rseq, filler):
         return ECHO_CROSSTALK
     if rcid == cid and rseq < next_seq and got == echo_message(cid, rseq, filler):

@@ -40,6 +40,7 @@ from loadgen.config import LoadProtocol
 from loadgen.recording import BatchRecorder
 from loadgen.schedule import Pacer, Phases
 from loadgen.verify import (
+    ECHO_HEADER,
     VerifyError,
     classify_echo,
     echo_filler,
@@ -197,10 +198,12 @@ class Worker:
             self._await_go()
         if self.phases is not None and not self.stop_requested:
             self._start_traffic()
-            if self.spec.rate_rps is None:
-                self._closed_loop()
-            else:
+            if self.spec.rate_rps is not None:
                 self._open_loop()
+            elif self.echo:
+                self._closed_loop_echo()
+            else:
+                self._closed_loop_http()
         return self._report(ramp)
 
     def _prepare_process(self) -> None:
@@ -297,14 +300,15 @@ class Worker:
         self.errors[kind] += 1
 
     def _connected(self, sock: socket.socket) -> None:
+        # Active connections are watched for input from the traffic phase on; until then a
+        # server closing one must not wake the ramp's loop.
+        self.ep.unregister(sock.fileno())
         if len(self.conns) < self.spec.active:
             conn = Conn(sock, self.spec.first_cid + len(self.conns))
             self.conns[conn.fd] = conn
             self.ring.append(conn)
-            self.ep.modify(conn.fd, _IN)
         else:
-            self.ep.unregister(sock.fileno())  # idle: never read, never written
-            self.idle_socks.append(sock)
+            self.idle_socks.append(sock)  # never read, never written
 
     # -- traffic -------------------------------------------------------------------------
 
@@ -313,15 +317,19 @@ class Worker:
         duration_ns = self.phases.end_ns - self.phases.measure_start_ns
         self.per_second = [0] * -(-duration_ns // 1_000_000_000)
         self.next_tick_ns = time.monotonic_ns()
+        for fd in self.conns:
+            self.ep.register(fd, _IN)
         if self.spec.rate_rps is None:
             for conn in list(self.conns.values()):
                 self._send_requests(conn, self.spec.pipeline, None)
 
-    def _closed_loop(self) -> None:
+    def _closed_loop_echo(self) -> None:
         # The hot loop: flat on purpose, locals instead of attribute look-ups, one dict
         # look-up, one recv and one send per ready connection, one == to verify a whole
-        # reply, one list append to record its latency. Anything unusual (partial
-        # replies, partial sends, errors, phase changes) leaves for a method.
+        # reply against everything the connection is owed, one list append to record a
+        # latency. Anything unusual (partial replies or sends, errors, phase changes)
+        # leaves for a method. _closed_loop_http is the same loop with HTTP's bytes.
+        assert self.phases is not None
         conns = self.conns
         poll = self.ep.poll
         clock = time.monotonic_ns
@@ -329,13 +337,11 @@ class Worker:
         other_event = self._other_event
         fail = self._fail
         queue_output = self._queue_output
-        echo = self.echo
+        pack = ECHO_HEADER.pack
         filler = self.filler
-        request = self.request
-        known_mult = self.known_mult
         lat_append = self.recorder.pending.append
         per_second = self.per_second
-        measure_start_ns = self.phases.measure_start_ns if self.phases else 0
+        measure_start_ns = self.phases.measure_start_ns
         done_total, bytes_in, bytes_out = self.done_total, self.bytes_in, self.bytes_out
         sending = True
         measuring = False
@@ -365,39 +371,33 @@ class Worker:
                 except OSError as exc:
                     fail(c, error_kind(exc.errno or 0))
                     continue
+                sent = c.sent
                 if data == c.expect:
-                    n = len(c.sent)
+                    n = len(sent)
+                    expect = None
                     c.got = 0
-                    c.expect = None
                 else:
                     n = absorb(c, data)
                     if n <= 0:
                         continue
+                    expect = c.expect
                 bytes_in += len(data)
                 completed += n
-                sent = c.sent
                 if n == 1:
                     lat_append((now - sent.popleft()) // 1000)
                 else:
                     for _ in range(n):
                         lat_append((now - sent.popleft()) // 1000)
                 if not sending:
-                    if not echo:
-                        c.expect = None if c.pending else known_mult[len(sent)]
+                    c.expect = expect
                     continue
-                if echo:
-                    seq = c.seq
-                    if n == 1:
-                        payload = echo_message(c.cid, seq, filler)
-                    else:
-                        payload = b"".join(
-                            [echo_message(c.cid, s, filler) for s in range(seq, seq + n)]
-                        )
-                    c.seq = seq + n
-                    expect = c.expect
-                    c.expect = payload if expect is None else expect + payload
+                seq = c.seq
+                if n == 1:
+                    payload = pack(c.cid, seq) + filler
                 else:
-                    payload = request if n == 1 else request * n
+                    payload = b"".join([pack(c.cid, s) + filler for s in range(seq, seq + n)])
+                c.seq = seq + n
+                c.expect = payload if expect is None else expect + payload
                 t = clock()
                 if c.out:
                     queue_output(c, payload)
@@ -414,8 +414,93 @@ class Worker:
                     sent.append(t)
                 else:
                     sent.extend([t] * n)
-                if not echo:
+            done_total += completed
+            if measuring and completed:
+                per_second[(now - measure_start_ns) // 1_000_000_000] += completed
+
+    def _closed_loop_http(self) -> None:
+        # _closed_loop_echo with a fixed request. A reply identical to the last verified
+        # one is accepted by c.expect (that reply times the requests owed); as the owed
+        # count is the same after the refill, c.expect only changes after the slow path.
+        assert self.phases is not None
+        conns = self.conns
+        poll = self.ep.poll
+        clock = time.monotonic_ns
+        absorb = self._absorb
+        other_event = self._other_event
+        fail = self._fail
+        queue_output = self._queue_output
+        request = self.request
+        known_mult = self.known_mult
+        lat_append = self.recorder.pending.append
+        per_second = self.per_second
+        measure_start_ns = self.phases.measure_start_ns
+        done_total, bytes_in, bytes_out = self.done_total, self.bytes_in, self.bytes_out
+        sending = True
+        measuring = False
+        next_tick_ns = 0
+        now = clock()
+        while True:
+            events = poll((next_tick_ns - now) / 1e9 if next_tick_ns > now else 0)
+            now = clock()
+            if now >= next_tick_ns:
+                self.done_total, self.bytes_in, self.bytes_out = done_total, bytes_in, bytes_out
+                if not self._tick(now):
+                    return
+                next_tick_ns = self.next_tick_ns
+                sending = self.sending
+                measuring = self.measuring
+            completed = 0
+            for fd, ev in events:
+                c = conns.get(fd)
+                if c is None:
+                    continue
+                if ev != _IN and not other_event(c, ev):
+                    continue
+                try:
+                    data = c.recv(RECV_BYTES)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    fail(c, error_kind(exc.errno or 0))
+                    continue
+                sent = c.sent
+                if data == c.expect:
+                    n = len(sent)
+                else:
+                    n = absorb(c, data)
+                    c.expect = None  # recomputed below, once the owed count is known
+                    if n <= 0:
+                        continue
+                bytes_in += len(data)
+                completed += n
+                if n == 1:
+                    lat_append((now - sent.popleft()) // 1000)
+                else:
+                    for _ in range(n):
+                        lat_append((now - sent.popleft()) // 1000)
+                if not sending:
                     c.expect = None if c.pending else known_mult[len(sent)]
+                    continue
+                payload = request if n == 1 else request * n
+                t = clock()
+                if c.out:
+                    queue_output(c, payload)
+                else:
+                    try:
+                        written = c.send(payload)
+                    except OSError as exc:
+                        fail(c, error_kind(exc.errno or 0))
+                        continue
+                    if written != len(payload):
+                        queue_output(c, payload[written:])
+                bytes_out += len(payload)
+                if n == 1:
+                    sent.append(t)
+                else:
+                    sent.extend([t] * n)
+                if c.expect is None and not c.pending:
+                    c.expect = known_mult[len(sent)]
             done_total += completed
             if measuring and completed:
                 per_second[(now - measure_start_ns) // 1_000_000_000] += completed
