@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lab.demos import DEMOS, run_demo
-from muxlab.errors import UsageError
+from muxlab.errors import RunError, UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.name is None:
         raise UsageError("name a demo, or use --list to see them")
-    report = run_demo(DEMOS[args.name])
+    try:
+        report = run_demo(DEMOS[args.name])
+    except (OSError, RuntimeError) as exc:
+        # The machine could not run the experiment at all (a limit, an old kernel).
+        raise RunError(f"{args.name} could not run here: {exc}") from None
     print(report.text)
     return report.exit_status

@@ -18,6 +18,7 @@ gives the same sequence of calls, and ``epoll-lt`` and ``epoll-et`` differ exact
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -278,15 +279,19 @@ def run_trace(config: TraceConfig, backend: Backend | None = None) -> TraceResul
     see notebooks/04_your_own_experiment.ipynb); ``config.backend`` then only labels it.
     """
     trace = Trace()
-    inner = backend if backend is not None else create_backend(config.backend)
-    traced = tracing_backend(inner, trace)
-    listener = TracedListener.adopt(open_listener("127.0.0.1", 0, 64), trace)
+    with contextlib.ExitStack() as undo:  # closes what was opened if setup fails midway
+        listener = TracedListener.adopt(open_listener("127.0.0.1", 0, 64), trace)
+        undo.callback(listener.close)
+        inner = backend if backend is not None else create_backend(config.backend)
+        undo.callback(inner.close)
+        traced = tracing_backend(inner, trace)
+        server = Server(
+            ServerConfig(backend=config.backend, read_bytes=config.read_bytes),
+            backend=traced,
+            listener=listener,
+        )
+        undo.pop_all()
     listen_fd = listener.fileno()
-    server = Server(
-        ServerConfig(backend=config.backend, read_bytes=config.read_bytes),
-        backend=traced,
-        listener=listener,
-    )
     failures: list[BaseException] = []
     thread = threading.Thread(target=_serve, args=(server, failures), daemon=True)
     thread.start()
