@@ -1,0 +1,103 @@
+"""``muxlab load`` against wrk: same server, same client CPU, same connections.
+
+The server (nginx with one worker when installed, else muxlab's epoll-lt HTTP server) is
+pinned to the first CPU, each client in turn to the second, one thread/process each, 100
+connections, closed loop, no pipelining. The rounds alternate wrk and muxlab load so that
+drift on the machine hits both; ``extra_info`` has each one's requests/s and CPU time per
+request, and ``ratio`` = muxlab load's requests/s / wrk's (the issue's goal: >= 1.0).
+Run on a quiet machine:
+
+    pytest --benchmark-only benchmarks/test_loadgen_vs_wrk.py -s
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import statistics
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from benchmarks.test_loadgen_efficiency import fast_http_server, pinned_cpus
+from loadgen import LoadConfig, run_load
+from servers.peers import NginxServer
+from servers.process import ServerProcess
+from tests.conftest import require_tool
+
+CONNECTIONS = 100
+DURATION_S = 5
+ROUNDS = 3
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[NginxServer | ServerProcess]:
+    server_cpu, _ = pinned_cpus()
+    with fast_http_server(server_cpu) as running:
+        yield running
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_wrk(wrk: str, port: int, cpu: int) -> tuple[float, float]:
+    """(requests/s, client CPU microseconds per request) of one wrk run."""
+    before = children_cpu_s()
+    out = subprocess.run(
+        ["taskset", "-c", str(cpu), wrk, "-t1", f"-c{CONNECTIONS}", f"-d{DURATION_S}s",
+         f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True, timeout=DURATION_S + 60,
+    ).stdout  # fmt: skip
+    cpu_s = children_cpu_s() - before
+    assert "Non-2xx" not in out and "Socket errors" not in out, out
+    requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    return rps, cpu_s / requests * 1e6
+
+
+def run_muxlab(port: int, cpu: int) -> tuple[float, float]:
+    result = run_load(
+        LoadConfig(port=port, protocol="http", connections=CONNECTIONS, processes=1,
+                   cpus=(cpu,), duration_s=DURATION_S, warmup_s=1.0)
+    )  # fmt: skip
+    assert result.errors == {}
+    cpu_s = result.client_cpu[0] * result.duration_s
+    return result.rps, cpu_s / result.requests_ok * 1e6
+
+
+def compare(wrk: str, port: int, cpu: int) -> dict[str, float]:
+    wrk_runs, muxlab_runs = [], []
+    for _ in range(ROUNDS):
+        wrk_runs.append(run_wrk(wrk, port, cpu))
+        muxlab_runs.append(run_muxlab(port, cpu))
+    wrk_rps = statistics.median(r for r, _ in wrk_runs)
+    muxlab_rps = statistics.median(r for r, _ in muxlab_runs)
+    return {
+        "wrk_rps": round(wrk_rps),
+        "muxlab_rps": round(muxlab_rps),
+        "ratio": round(muxlab_rps / wrk_rps, 3),
+        "wrk_cpu_us_per_request": round(statistics.median(c for _, c in wrk_runs), 3),
+        "muxlab_cpu_us_per_request": round(statistics.median(c for _, c in muxlab_runs), 3),
+    }
+
+
+def test_muxlab_load_vs_wrk(
+    benchmark: pytest.FixtureRequest, server: NginxServer | ServerProcess
+) -> None:
+    wrk = require_tool("wrk")
+    _, client_cpu = pinned_cpus()
+    benchmark.group = "loadgen vs wrk: HTTP, 100 connections, one client CPU"  # type: ignore[attr-defined]
+    numbers = benchmark.pedantic(  # type: ignore[attr-defined]
+        compare, args=(wrk, server.port, client_cpu), rounds=1, iterations=1
+    )
+    benchmark.extra_info.update(  # type: ignore[attr-defined]
+        server="nginx" if isinstance(server, NginxServer) else "muxlab epoll-lt",
+        connections=CONNECTIONS,
+        client_cpu=client_cpu,
+        **numbers,
+    )
+    print(f"\nmuxlab load vs wrk: {numbers}")
+    assert numbers["wrk_rps"] > 0 and numbers["muxlab_rps"] > 0
