@@ -235,12 +235,15 @@ def default_run_id(preset: str | None) -> str:
 
 
 def announce(results: ResultsFile, plan: SweepPlan) -> None:
+    from benchmarks import sweep
+
     records = results.data["points"]
     todo = [r for r in records if r["status"] in ("pending", "failed")]
     runs = sum(plan.repeats - len(r["repeats"]) for r in todo)
     per_run = plan.warmup_s + plan.duration_s + RUN_OVERHEAD_S
     estimate_s = runs * per_run + sum(
-        0.002 * (r["spec"]["connections"] + r["spec"]["idle"]) for r in todo
+        sweep.CONNECT_S_PER_CONNECTION * (r["spec"]["connections"] + r["spec"]["idle"])
+        for r in todo
     )
     print(
         f"muxlab sweep: run {results.data['run_id']}: {len(todo)} of {len(records)} points "

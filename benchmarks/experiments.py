@@ -189,7 +189,7 @@ def preset(name: str) -> SweepPlan:
         return SweepPlan(
             _preset_experiments(
                 active=(1, 10, 100, 1000, 10000),
-                idle=(0, 100, 500, 3000, 10000),
+                idle=(0, 100, 500, 10000),
                 ltet_sizes=(64, 1024, 16384, 1 << 20),
                 ltet_connections=(10, 100),
                 peer_connections=(100, 1000),
