@@ -360,7 +360,8 @@ while True:
 
 def test_result_file_is_never_partial_even_when_the_writer_is_killed(tmp_path: Path) -> None:
     path = tmp_path / "result.json"
-    for delay_s in (0.05, 0.13, 0.31, 0.57):
+    # Kill times spread over many write cycles (one 4 MB write takes some milliseconds).
+    for delay_s in (0.05, 0.09, 0.13, 0.17, 0.23, 0.31, 0.43, 0.57):
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
         try:
             time.sleep(delay_s)
