@@ -254,12 +254,14 @@ def announce(results: ResultsFile, plan: SweepPlan) -> None:
 
 def finish(results: ResultsFile, draw: bool) -> int:
     from benchmarks.plot import plot_results
-    from benchmarks.results import validate
+    from benchmarks.results import validate, window_drift
     from benchmarks.summary import format_report
 
     csv_path = results.write_csv()
     print(format_report(results.data))
     problems = validate(results.data)
+    for record in results.data["points"]:
+        problems += window_drift(record)
     for problem in problems:
         print(f"muxlab sweep: warning: {problem}", file=sys.stderr)
     outputs = [results.path, csv_path]
