@@ -345,4 +345,12 @@ def validate(data: dict[str, Any]) -> list[str]:
             problems.append(f"{record['key']}: {record['status']} without a reason")
         if record["status"] == "done":
             problems += consistency_problems(record)
+            idle = record["spec"]["idle"]
+            for run in record["repeats"]:
+                still_open = run["idle_open_at_end"]
+                if still_open is not None and still_open < idle:
+                    problems.append(
+                        f"{record['key']} repeat {run['repeat']}: only {still_open} of {idle} "
+                        "idle connections were still open at the end"
+                    )
     return problems

@@ -58,6 +58,9 @@ def format_table(data: dict[str, Any]) -> str:
         flags = []
         if record["client_bound"]:
             flags.append("client-bound")
+        errors = sum(sum(run["errors"].values()) for run in record["repeats"])
+        if errors:
+            flags.append(f"{errors} client errors")
         if record["status"] != "done":
             flags.append(f"{record['status']}: {record['reason'] or 'not measured yet'}")
         util = [median(record, "server_cpu_util"), median(record, "client_cpu_util")]
