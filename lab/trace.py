@@ -7,11 +7,12 @@ process. Two things are wrapped so it can be watched without changing it:
   returned) and each change of interest, then calls the real backend;
 - the sockets, as :class:`TracedListener` and :class:`TracedSocket`, subclasses of
   ``socket.socket`` that record ``accept``, ``recv``, ``send``, ``sendmsg`` and ``close``
-  (the calls ``servers/loop.py`` makes) with their byte counts and ``EAGAIN``\\s.
+  (the calls ``servers/loop.py`` makes) with their byte counts, marking ``EAGAIN``.
 
 A scripted client then connects, sends each message size on each connection, reads the
-echo back in full, and closes. Because the client waits for each echo before sending
-again, the timeline is deterministic in everything but the timestamps: the same script
+echo back in full, and closes. Because the client takes each step only once the server is
+back in its wait call with the previous step handled, the timeline is deterministic in
+everything but the timestamps: the same script
 gives the same sequence of calls, and ``epoll-lt`` and ``epoll-et`` differ exactly where
 ``man 7 epoll`` says they do.
 """
