@@ -27,6 +27,7 @@ matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from benchmarks.experiments import SELECT_MAX_CONNECTIONS
 from benchmarks.results import METRICS, read_results_json
@@ -117,7 +118,19 @@ def finish(fig: Figure, title: str, caption: str, out_dir: Path, stem: str) -> l
     return paths
 
 
+def plain_number(value: float, _position: int | None = None) -> str:
+    return f"{value:,.6g}"
+
+
 def label_axes(ax: Axes, xlabel: str, metric: str, title: str) -> None:
+    # Numbers as numbers ("6", "1,024"), not "6x10^0": readers compare values across charts.
+    ax.xaxis.set_major_formatter(FuncFormatter(plain_number))
+    if ax.get_yscale() == "log":
+        ax.yaxis.set_major_formatter(FuncFormatter(plain_number))
+        low, high = ax.get_ylim()
+        # Within one decade there may be no major tick at all: label the minor ones then.
+        minor = FuncFormatter(plain_number) if high < 10 * low else NullFormatter()
+        ax.yaxis.set_minor_formatter(minor)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(METRICS[metric][0])
     ax.set_title(title, fontsize=10)
