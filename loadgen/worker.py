@@ -17,8 +17,9 @@ A worker is a plain function run in a fresh interpreter (``spawn``), taking a pi
    when the server stalls or dies.
 4. **Report**: idle connections checked still open, histograms encoded, counters sent.
 
-The event loop is level-triggered epoll (``man 7 epoll``). Readiness is edge-independent
-here because every ready socket is read once per wake-up and nothing is skipped.
+The event loop is level-triggered epoll (``man 7 epoll``): a socket with unread bytes is
+reported again by the next wait, so one ``recv`` per event loses nothing, and the client
+never needs the drain-until-EAGAIN discipline that edge-triggered mode would impose.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ from loadgen.verify import (
     parse_http_replies,
 )
 
-# One recv(2) takes at most this much. 64 KiB is the loopback MSS-sized skb limit and
-# what wrk uses (RECVBUF 8192 there, but one read per event either way); asking for more
-# would only make CPython allocate, then shrink, a bigger bytes object per call.
+# One recv(2) asks for at most 64 KiB: every reply of a connection's pipeline fits at the
+# usual message sizes, and CPython allocates the buffer, then shrinks it to what arrived,
+# so asking for much more (say 1 MiB) would cost an mmap/munmap per call for nothing.
 RECV_BYTES = 65536
 TICK_NS = 100_000_000  # flush latencies, check timeouts and control messages this often
 DRAIN_TICK_NS = 5_000_000
