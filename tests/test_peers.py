@@ -34,14 +34,13 @@ def peer(request: pytest.FixtureRequest) -> str:
     return name
 
 
-def start_peer(impl: str, protocol: str) -> ServerProcess:
-    return ServerProcess(
-        impl, protocol, command=("-m", "servers.peers"), impl_option="--impl"
-    ).start()
+def peer_process(impl: str, protocol: str) -> ServerProcess:
+    """Not started yet: ``with`` starts it (and would start a second one if it were)."""
+    return ServerProcess(impl, protocol, command=("-m", "servers.peers"), impl_option="--impl")
 
 
 def test_echo_peer_returns_every_byte_and_counts_it(peer: str, connect: Connect) -> None:
-    server = start_peer(peer, "echo")
+    server = peer_process(peer, "echo").start()
     try:
         sock = connect(server.address)
         chunks = [bytes([i % 251]) * 4096 for i in range(64)]
@@ -58,7 +57,7 @@ def test_echo_peer_returns_every_byte_and_counts_it(peer: str, connect: Connect)
 
 
 def test_http_peer_sends_muxlab_bytes_exactly(peer: str, connect: Connect) -> None:
-    with start_peer(peer, "http") as server:
+    with peer_process(peer, "http") as server:
         sock = connect(server.address)
         sock.sendall(GET + GET)  # pipelined: replies in order
         assert recv_exactly(sock, 2 * len(HTTP_OK)) == HTTP_OK * 2
@@ -66,13 +65,13 @@ def test_http_peer_sends_muxlab_bytes_exactly(peer: str, connect: Connect) -> No
 
 
 def test_peer_ready_line_names_the_implementation(peer: str) -> None:
-    with start_peer(peer, "echo") as server:
+    with peer_process(peer, "echo") as server:
         assert server.port > 0
         assert server.host == "127.0.0.1"
 
 
 def test_peer_exits_zero_on_sigint() -> None:
-    server = start_peer("asyncio-protocol", "echo")
+    server = peer_process("asyncio-protocol", "echo").start()
     try:
         os.kill(server.pid, signal.SIGINT)
         deadline = time.monotonic() + 10
