@@ -72,6 +72,8 @@ class ServerProcess:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> ServerProcess:
+        if self._proc is not None:
+            raise ServerProcessError("this ServerProcess was started already")
         self._proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -117,7 +119,8 @@ class ServerProcess:
         return self.final_counters
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        # ``with ServerProcess(...).start() as s`` is fine too: never start a second child.
+        return self if self._proc is not None else self.start()
 
     def __exit__(
         self,
