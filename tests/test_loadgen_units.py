@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loadgen.config import LoadConfig, parse_cpu_list, resolve
+from loadgen.config import LoadConfig, default_processes, parse_cpu_list, resolve
 from loadgen.recording import (
     HIGHEST_US,
     BatchRecorder,
@@ -187,6 +188,14 @@ def test_cpu_lists() -> None:
     for bad in ("x", "2-1", "-1", ""):
         with pytest.raises(UsageError):
             parse_cpu_list(bad)
+
+
+def test_default_processes_leave_the_server_cpus_out() -> None:
+    mine = os.sched_getaffinity(0)
+    assert default_processes((), ()) == len(mine)
+    assert default_processes((), (min(mine),)) == max(1, len(mine) - 1)
+    assert default_processes((), tuple(mine)) == 1
+    assert default_processes((3, 5), (3,)) == 2  # one per --cpus entry
 
 
 def test_resolve_fills_processes_and_caps_them_at_the_connections() -> None:
