@@ -90,6 +90,21 @@ class CrossTalkEcho(socketserver.BaseRequestHandler):
             self.request.sendall(data)
 
 
+class ClosesSilentConnections(socketserver.BaseRequestHandler):
+    """Echo, but a connection silent for its first 0.5 s is closed (an idle timeout)."""
+
+    def handle(self) -> None:
+        self.request.settimeout(0.5)
+        try:
+            data = self.request.recv(65536)
+        except TimeoutError:
+            return
+        self.request.settimeout(None)
+        while data:
+            self.request.sendall(data)
+            data = self.request.recv(65536)
+
+
 def http_double(reply: bytes) -> type[socketserver.BaseRequestHandler]:
     class FixedReply(socketserver.BaseRequestHandler):
         def handle(self) -> None:
@@ -124,6 +139,18 @@ def test_cross_talk_is_detected(double_server: DoubleFactory) -> None:
     errors = double_run(double_server(CrossTalkEcho), "echo", connections=3)
     # Connection 0 gets its own message back; the two others get connection 0's.
     assert errors == {"echo_crosstalk": 2}
+
+
+def test_idle_connections_closed_by_the_server_are_reported(
+    double_server: DoubleFactory,
+) -> None:
+    port = double_server(ClosesSilentConnections)
+    result = run_load(LoadConfig(port=port, connections=2, idle=3, processes=1,
+                                 duration_s=1.0, warmup_s=0.0))  # fmt: skip
+    assert result.connections.idle == 3
+    assert result.connections.idle_open_at_end == 0
+    assert result.errors == {"idle_closed": 3}
+    assert result.exit_status == 1
 
 
 @pytest.mark.parametrize(
