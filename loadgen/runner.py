@@ -15,6 +15,7 @@ cannot kill them before they report.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -111,16 +112,24 @@ class _Session:
         self.phases: Phases | None = None
 
     def start(self) -> None:
-        for spec in self.specs:
-            parent_end, child_end = self.context.Pipe()
-            proc = self.context.Process(
-                target=worker_main, args=(spec, child_end), name=f"muxlab-load-{spec.index}"
-            )
-            proc.daemon = True  # never outlives the parent
-            proc.start()
-            child_end.close()
-            self.procs.append(proc)
-            self.pipes[parent_end] = spec.index
+        # Children inherit the signal mask through fork and exec (sigprocmask(2)): with
+        # SIGINT blocked here, a Ctrl-C during a worker's interpreter start-up stays
+        # pending until worker_main has set it to be ignored, and reaches this process
+        # once the mask is restored.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for spec in self.specs:
+                parent_end, child_end = self.context.Pipe()
+                proc = self.context.Process(
+                    target=worker_main, args=(spec, child_end), name=f"muxlab-load-{spec.index}"
+                )
+                proc.daemon = True  # never outlives the parent
+                proc.start()
+                child_end.close()
+                self.procs.append(proc)
+                self.pipes[parent_end] = spec.index
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
     def receive(self, timeout_s: float) -> None:
         """Handle whatever the workers sent within ``timeout_s``."""

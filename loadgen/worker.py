@@ -828,6 +828,7 @@ def worker_main(spec: WorkerSpec, ctl: Pipe) -> None:
     # Ctrl-C reaches the whole foreground process group; only the parent acts on it and
     # then tells the workers to stop, so that what they measured is not lost.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent
     try:
         report = Worker(spec, ctl).run()
         ctl.send(("done", report))

@@ -189,6 +189,7 @@ class LoadProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group, as a shell job would have
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stdout: list[str] = []
@@ -307,8 +308,9 @@ def test_paused_server_shows_in_corrected_latency_only(
     assert data["latency_us"]["max"] >= 900_000
 
 
+@pytest.mark.parametrize("target", ["parent", "process group"])
 def test_ctrl_c_keeps_the_partial_result(
-    start_server: ServerFactory, load_process: LoadFactory, tmp_path: Path
+    start_server: ServerFactory, load_process: LoadFactory, tmp_path: Path, target: str
 ) -> None:
     server = start_server("epoll-lt", "echo")
     out = tmp_path / "interrupted.json"
@@ -316,13 +318,17 @@ def test_ctrl_c_keeps_the_partial_result(
                                    "--duration", "30", "--warmup", "0.2"))  # fmt: skip
     load.wait_for_line(PHASE_MEASURE)
     time.sleep(0.5)
-    load.proc.send_signal(signal.SIGINT)
+    if target == "parent":
+        load.proc.send_signal(signal.SIGINT)
+    else:  # what a terminal's Ctrl-C does: the workers get it too, and must not die of it
+        os.killpg(load.proc.pid, signal.SIGINT)
     assert load.wait(timeout_s=20) == 130
     data = json.loads(out.read_text())
     assert data["interrupted"] is True
     assert data["requests_ok"] > 0
     assert 0 < data["duration_s"] < 30
     assert len(data["client_cpu"]) == 2
+    assert data["errors"] == {}  # both workers reported
     assert load.stdout == [PHASE_MEASURE, PHASE_END]
 
 
