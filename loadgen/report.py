@@ -6,6 +6,10 @@ from loadgen.recording import LatencySummary
 from loadgen.result import LoadResult
 from loadgen.runner import Progress
 
+# A worker this busy may be what limits the rate (closed loop) or delays the slots (open
+# loop); either way the numbers describe the client as much as the server.
+CLIENT_BOUND_CPU = 0.9
+
 
 def _latency_line(label: str, summary: LatencySummary) -> str:
     return (
@@ -51,6 +55,12 @@ def format_summary(result: LoadResult) -> str:
         "  client cpu   "
         + ", ".join(f"worker {i} {u:.0%}" for i, u in enumerate(result.client_cpu))
     )
+    busy = [i for i, u in enumerate(result.client_cpu) if u >= CLIENT_BOUND_CPU]
+    if busy:
+        lines.append(
+            f"  warning      worker(s) {', '.join(map(str, busy))} near 100% CPU: the client may "
+            "be the bottleneck; add --processes (and --cpus)"
+        )
     return "\n".join(lines)
 
 

@@ -17,6 +17,8 @@ from loadgen.recording import (
     merge_encoded,
     new_histogram,
 )
+from loadgen.report import format_summary
+from loadgen.result import ConnectionCounts, LoadResult
 from loadgen.schedule import Pacer, Phases, split_evenly
 from loadgen.verify import (
     ECHO_CORRUPT,
@@ -224,3 +226,42 @@ def test_bad_configs_are_usage_errors(overrides: dict[str, object]) -> None:
     options: dict[str, object] = {"port": 1, **overrides}
     with pytest.raises(UsageError):
         resolve(LoadConfig(**options))  # type: ignore[arg-type]
+
+
+# -- summary -------------------------------------------------------------------------------
+
+
+def summary_with_cpu(client_cpu: tuple[float, ...], rate_rps: float | None) -> str:
+    result = LoadResult(
+        config=LoadConfig(port=1, processes=len(client_cpu), rate_rps=rate_rps),
+        environment={},
+        requests_ok=1000,
+        requests_total=1200,
+        errors={"timeout": 2},
+        duration_s=2.0,
+        bytes_sent=64000,
+        bytes_received=64000,
+        per_second=(500, 500),
+        client_cpu=client_cpu,
+        connections=ConnectionCounts(active=10, idle=5, idle_open_at_end=5, connect_errors=0),
+        latency=LatencySummary(10, 20, 30, 40, 50, 12.5, 1000),
+        latency_uncorrected=LatencySummary(5, 6, 7, 8, 9, 5.5, 1000) if rate_rps else None,
+        histogram="",
+        histogram_uncorrected=None,
+    )
+    return format_summary(result)
+
+
+def test_summary_reports_what_was_measured() -> None:
+    text = summary_with_cpu((0.5, 0.4), rate_rps=None)
+    assert "1,000 ok, 500 req/s" in text
+    assert "timeout 2" in text
+    assert "p99 30 us" in text
+    assert "(uncorrected)" not in text
+    assert "warning" not in text
+    assert "(uncorrected)" in summary_with_cpu((0.5,), rate_rps=500.0)
+
+
+def test_summary_warns_when_a_worker_is_saturated() -> None:
+    text = summary_with_cpu((0.5, 0.97), rate_rps=None)
+    assert "warning      worker(s) 1 near 100% CPU" in text
