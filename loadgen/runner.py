@@ -149,17 +149,21 @@ class _Session:
                 self.errors_by_worker[index] = message[3]
             elif kind == "done":
                 self.reports[index] = message[1]
-                del self.pipes[pipe]
+                self._retire(pipe)
             elif kind == "failed":
                 self.failures.append(f"worker {index}: {message[2]}")
                 self.errors[WORKER_FAILED] += 1
-                del self.pipes[pipe]
+                self._retire(pipe)
 
     def _lose(self, pipe: Pipe, index: int) -> None:
         if index not in self.reports:
             self.failures.append(f"worker {index}: exited without a report")
             self.errors[WORKER_LOST] += 1
+        self._retire(pipe)
+
+    def _retire(self, pipe: Pipe) -> None:
         del self.pipes[pipe]
+        pipe.close()
 
     def waiting_for_ready(self) -> bool:
         return any(index not in self.ready for index in self.pipes.values())
@@ -171,7 +175,8 @@ class _Session:
             except OSError:
                 self._lose(pipe, self.pipes[pipe])
 
-    def collect(self, deadline_ns: int, on_tick: Callable[[], None] | None = None) -> None:
+    def collect(self, deadline_ns: int) -> None:
+        """Wait for every worker's report until ``deadline_ns``; count the missing as lost."""
         while self.pipes:
             now = time.monotonic_ns()
             if now >= deadline_ns:
@@ -179,8 +184,6 @@ class _Session:
                     self._lose(pipe, index)
                 return
             self.receive(min(0.1, (deadline_ns - now) / 1e9))
-            if on_tick is not None:
-                on_tick()
 
     def close(self) -> None:
         for proc in self.procs:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from loadgen import LoadConfig, run_load
@@ -306,6 +307,27 @@ def test_paused_server_shows_in_corrected_latency_only(
     assert corrected >= 500_000, data["latency_us"]
     assert uncorrected < corrected, (data["latency_us"], data["latency_us_uncorrected"])
     assert data["latency_us"]["max"] >= 900_000
+
+
+def test_a_killed_worker_is_counted_and_the_others_still_report(
+    start_server: ServerFactory, load_process: LoadFactory, tmp_path: Path
+) -> None:
+    server = start_server("epoll-lt", "echo")
+    out = tmp_path / "lost.json"
+    load = load_process(*load_args(server, out, "--connections", "4", "--processes", "2",
+                                   "--duration", "1.5", "--warmup", "0.2"))  # fmt: skip
+    load.wait_for_line(PHASE_MEASURE)
+    workers = [p for p in psutil.Process(load.proc.pid).children() if "spawn_main" in
+               " ".join(p.cmdline())]  # fmt: skip
+    assert len(workers) == 2
+    workers[0].kill()
+    assert load.wait(timeout_s=30) == 1
+    data = json.loads(out.read_text())
+    assert data["errors"] == {"worker_lost": 1}
+    assert len(data["client_cpu"]) == 1
+    assert data["requests_ok"] > 0
+    assert len(data["worker_failures"]) == 1
+    assert "exited without a report" in data["worker_failures"][0]
 
 
 @pytest.mark.parametrize("target", ["parent", "process group"])
