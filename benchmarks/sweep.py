@@ -39,7 +39,7 @@ from benchmarks.experiments import PointSpec, SweepPlan
 from benchmarks.results import CLIENT_BOUND_UTIL, ResultsFile, RunResult, now_iso
 from servers.backends import BACKENDS
 from servers.peers import PEER_NAMES, NginxServer, peer_unavailable_reason
-from servers.process import ServerProcess, ServerProcessError
+from servers.process import ServerProcess, ServerProcessError, terminate
 from servers.protocols import HTTP_OK
 
 PHASE_MEASURE = "muxlab load: phase measure"
@@ -204,13 +204,7 @@ def take_snapshot(server: ServerUnderTest) -> Snapshot:
 
 def stop_child(proc: subprocess.Popen[str]) -> None:
     """SIGINT (the load generator writes what it has and exits), then SIGKILL."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate(proc, signal.SIGINT, STOP_GRACE_S)
 
 
 def run_point_once(

@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import Any, Literal, get_args
 
 from servers.counters import Counters, format_counters_line
-from servers.process import ServerProcessError
+from servers.process import ServerProcessError, terminate
 from servers.protocols import HTTP_BODY, PROTOCOL_NAMES, PROTOCOLS, ProtocolName
 
 PeerName = Literal[
@@ -374,14 +374,9 @@ class NginxServer:
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, Any] | None:
         proc = self._proc
-        if proc is not None and proc.poll() is None:
+        if proc is not None:
             # SIGTERM is nginx's "fast shutdown"; SIGQUIT would wait for keep-alives.
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc, signal.SIGTERM, timeout_s)
         if proc is not None and proc.stderr is not None:
             proc.stderr.close()
         if self._dir is not None:

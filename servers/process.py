@@ -32,6 +32,18 @@ class ServerProcessError(RuntimeError):
     """The server did not start, did not answer, or exited unexpectedly."""
 
 
+def terminate(proc: subprocess.Popen[Any], sig: int, grace_s: float) -> None:
+    """Ask ``proc`` to stop with ``sig``; SIGKILL it if it has not exited after ``grace_s``.
+    Always reaps it, so no zombie and no orphan outlives the caller."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ServerProcess:
     """A ``muxlab serve`` child; use as a context manager so it is always reaped."""
 
@@ -102,13 +114,7 @@ class ServerProcess:
         proc = self._proc
         if proc is None:
             return self.final_counters
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, signal.SIGTERM, timeout_s)
         while True:
             line = self._next_line(1.0)
             if line is None:
