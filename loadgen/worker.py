@@ -147,6 +147,9 @@ class Conn:
         "got",
         "intended",
         "out",
+        "out_pos",
+        "owed",
+        "owed_pos",
         "pending",
         "recv",
         "send",
@@ -161,16 +164,23 @@ class Conn:
         self.cid = cid
         self.recv = sock.recv
         self.send = sock.send
-        # Everything still owed, as bytes: one == accepts a whole reply. None when nothing
-        # is owed (so an EOF's b"" never matches) or when only the slow path can tell.
+        # What one recv must return to settle everything owed: one == accepts it. None
+        # when nothing is owed (so an EOF's b"" never matches) or when only the slow path
+        # can tell (a reply partly received).
         self.expect: bytes | None = None
+        # Echo: the bytes owed, as sent (one chunk per send), from owed_pos in the first.
+        # A partial reply only moves owed_pos and big messages are never concatenated, so
+        # a 16 MiB message read 64 KiB at a time is not copied per read.
+        self.owed: deque[bytes] = deque()
+        self.owed_pos = 0
         self.sent: deque[int] = deque()
         self.intended: deque[int] = deque()  # open loop: when each request was due
         self.backlog: deque[int] = deque()  # open loop: due slots not yet sent
         self.seq = 0
         self.got = 0  # echo: bytes of the first outstanding message already received
         self.pending = b""  # http: a partial reply
-        self.out = b""  # bytes the kernel did not take yet
+        self.out: deque[bytes] = deque()  # not yet taken by the kernel, from out_pos
+        self.out_pos = 0
 
 
 class Worker:
@@ -361,6 +371,7 @@ class Worker:
         other_event = self._other_event
         fail = self._fail
         queue_output = self._queue_output
+        owe = self._owe
         pack = ECHO_HEADER.pack
         filler = self.filler
         lat_append = self.recorder.pending.append
@@ -395,17 +406,16 @@ class Worker:
                 except OSError as exc:
                     fail(c, error_kind(exc.errno or 0))
                     continue
+                bytes_in += len(data)
                 sent = c.sent
-                if data == c.expect:
+                settled = data == c.expect
+                if settled:
                     n = len(sent)
-                    expect = None
                     c.got = 0
                 else:
                     n = absorb(c, data)
                     if n <= 0:
                         continue
-                    expect = c.expect
-                bytes_in += len(data)
                 completed += n
                 if n == 1:
                     lat_append((now - sent.popleft()) // 1000)
@@ -413,7 +423,9 @@ class Worker:
                     for _ in range(n):
                         lat_append((now - sent.popleft()) // 1000)
                 if not sending:
-                    c.expect = expect
+                    if settled:
+                        c.expect = None
+                        c.owed.clear()
                     continue
                 seq = c.seq
                 if n == 1:
@@ -421,7 +433,11 @@ class Worker:
                 else:
                     payload = b"".join([pack(c.cid, s) + filler for s in range(seq, seq + n)])
                 c.seq = seq + n
-                c.expect = payload if expect is None else expect + payload
+                if settled:
+                    c.owed[0] = payload  # the one chunk that c.expect stood for
+                    c.expect = payload
+                else:
+                    owe(c, payload)
                 t = clock()
                 if c.out:
                     queue_output(c, payload)
@@ -432,7 +448,7 @@ class Worker:
                         fail(c, error_kind(exc.errno or 0))
                         continue
                     if written != len(payload):
-                        queue_output(c, payload[written:])
+                        queue_output(c, payload, written)
                 bytes_out += len(payload)
                 if n == 1:
                     sent.append(t)
@@ -488,6 +504,7 @@ class Worker:
                 except OSError as exc:
                     fail(c, error_kind(exc.errno or 0))
                     continue
+                bytes_in += len(data)
                 sent = c.sent
                 if data == c.expect:
                     n = len(sent)
@@ -496,7 +513,6 @@ class Worker:
                     c.expect = None  # recomputed below, once the owed count is known
                     if n <= 0:
                         continue
-                bytes_in += len(data)
                 completed += n
                 if n == 1:
                     lat_append((now - sent.popleft()) // 1000)
@@ -517,7 +533,7 @@ class Worker:
                         fail(c, error_kind(exc.errno or 0))
                         continue
                     if written != len(payload):
-                        queue_output(c, payload[written:])
+                        queue_output(c, payload, written)
                 bytes_out += len(payload)
                 if n == 1:
                     sent.append(t)
@@ -592,15 +608,16 @@ class Worker:
                 except OSError as exc:
                     fail(c, error_kind(exc.errno or 0))
                     continue
+                self.bytes_in += len(data)
                 if data == c.expect:
                     n = len(c.sent)
                     c.got = 0
                     c.expect = None
+                    c.owed.clear()
                 else:
                     n = absorb(c, data)
                     if n <= 0:
                         continue
-                self.bytes_in += len(data)
                 completed += n
                 sent = c.sent
                 intended = c.intended
@@ -631,7 +648,7 @@ class Worker:
             seq = c.seq
             payload = b"".join([echo_message(c.cid, s, self.filler) for s in range(seq, seq + n)])
             c.seq = seq + n
-            c.expect = payload if c.expect is None else c.expect + payload
+            self._owe(c, payload)
         else:
             payload = self.request * n
         t = time.monotonic_ns()
@@ -644,7 +661,7 @@ class Worker:
                 self._fail(c, error_kind(exc.errno or 0))
                 return
             if written != len(payload):
-                self._queue_output(c, payload[written:])
+                self._queue_output(c, payload, written)
         self.bytes_out += len(payload)
         c.sent.extend([t] * n)
         if due is not None:
@@ -660,16 +677,7 @@ class Worker:
             self._fail(c, CLOSED)
             return -1
         if self.echo:
-            expect = c.expect
-            if expect is not None and expect.startswith(data):
-                rest = expect[len(data) :]
-                c.expect = rest or None
-                got = c.got + len(data)
-                c.got = got % self.spec.size_bytes
-                return got // self.spec.size_bytes
-            self._fail(c, classify_echo(expect, data, c.got, self.filler, c.cid, c.seq,
-                                        self.spec.all_active))  # fmt: skip
-            return -1
+            return self._absorb_echo(c, data)
         buf = c.pending + data if c.pending else data
         try:
             replies, consumed, self.known = parse_http_replies(buf, len(c.sent), self.known)
@@ -681,6 +689,49 @@ class Worker:
             self.known_mult[:] = [None] + [self.known * k for k in range(1, self.spec.pipeline + 1)]
         return replies
 
+    def _absorb_echo(self, c: Conn, data: bytes) -> int:
+        owed, pos = c.owed, c.owed_pos
+        matched = 0
+        while matched < len(data) and owed:
+            head = owed[0]
+            take = min(len(head) - pos, len(data) - matched)
+            piece = data if take == len(data) else data[matched : matched + take]
+            if not head.startswith(piece, pos):
+                break
+            matched += take
+            pos += take
+            if pos == len(head):
+                owed.popleft()
+                pos = 0
+        if matched < len(data):
+            expected = data[:matched] + b"".join(owed)[pos:]
+            self._fail(c, classify_echo(expected or None, data, c.got, self.filler, c.cid,
+                                        c.seq, self.spec.all_active))  # fmt: skip
+            return -1
+        c.owed_pos = pos
+        c.expect = owed[0] if len(owed) == 1 and pos == 0 else None
+        got = c.got + len(data)
+        c.got = got % self.spec.size_bytes
+        return got // self.spec.size_bytes
+
+    def _owe(self, c: Conn, payload: bytes) -> None:
+        """Echo: ``payload`` was sent; it is owed after whatever is still unanswered."""
+        owed = c.owed
+        owed.append(payload)
+        if len(owed) == 1 and c.owed_pos == 0:
+            c.expect = payload
+            return
+        owed_bytes = sum(map(len, owed)) - c.owed_pos
+        if owed_bytes > RECV_BYTES:
+            c.expect = None  # no single recv can settle it: the slow path reads it
+            return
+        # Small: one chunk again, so that a whole reply is accepted by one ==.
+        joined = b"".join(owed)[c.owed_pos :]
+        owed.clear()
+        owed.append(joined)
+        c.owed_pos = 0
+        c.expect = joined
+
     def _other_event(self, c: Conn, ev: int) -> bool:
         """Handle writability; True when the connection should also be read."""
         if ev & select.EPOLLOUT:
@@ -689,22 +740,31 @@ class Worker:
                 return False
         return bool(ev & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP))
 
-    def _queue_output(self, c: Conn, data: bytes) -> None:
+    def _queue_output(self, c: Conn, data: bytes, offset: int = 0) -> None:
+        """Keep ``data[offset:]`` to send when the socket is writable (EPOLLOUT)."""
         if not c.out:
             self.ep.modify(c.fd, _IN_OUT)
-        c.out += data
+            c.out_pos = offset
+        c.out.append(data)
 
     def _flush(self, c: Conn) -> None:
-        try:
-            written = c.send(c.out)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._fail(c, error_kind(exc.errno or 0))
-            return
-        c.out = c.out[written:]
-        if not c.out:
-            self.ep.modify(c.fd, _IN)
+        out = c.out
+        while out:
+            head = out[0]
+            try:
+                # A view, not a slice: a big message leaves in many sends without copies.
+                written = c.send(memoryview(head)[c.out_pos :])
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._fail(c, error_kind(exc.errno or 0))
+                return
+            c.out_pos += written
+            if c.out_pos < len(head):
+                return
+            out.popleft()
+            c.out_pos = 0
+        self.ep.modify(c.fd, _IN)
 
     def _fail(self, c: Conn, kind: str) -> None:
         """Count ``kind`` and close ``c``: after a bad reply the stream cannot be trusted."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+import select
+import socket
+from collections.abc import Iterator
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loadgen.config import LoadConfig, default_processes, parse_cpu_list, resolve
@@ -33,6 +36,7 @@ from loadgen.verify import (
     echo_message,
     parse_http_replies,
 )
+from loadgen.worker import Conn, Worker, WorkerSpec
 from muxlab.errors import UsageError
 from servers.protocols import HTTP_OK
 
@@ -265,3 +269,58 @@ def test_summary_reports_what_was_measured() -> None:
 def test_summary_warns_when_a_worker_is_saturated() -> None:
     text = summary_with_cpu((0.5, 0.97), rate_rps=None)
     assert "warning      worker(s) 1 near 100% CPU" in text
+
+
+# -- the worker's slow path for echo replies -----------------------------------------------
+
+
+@pytest.fixture
+def echo_worker() -> Iterator[tuple[Worker, Conn]]:
+    """A worker with one connection (one end of a socket pair), for its reply bookkeeping."""
+    spec = WorkerSpec(index=0, family=socket.AF_UNIX, sockaddr=(), protocol="echo",
+                      http_request=b"", first_cid=0, active=1, idle=0, all_active=1,
+                      size_bytes=100, pipeline=4, rate_rps=None, connect_rate_cps=1.0,
+                      timeout_s=1.0, cpu=None, fds_needed=0, progress=False)  # fmt: skip
+    ours, theirs = socket.socketpair()
+    worker = Worker(spec, ctl=None)  # type: ignore[arg-type]
+    conn = Conn(ours, cid=0)
+    worker.conns[conn.fd] = conn
+    worker.ep.register(conn.fd, select.EPOLLIN)
+    yield worker, conn
+    worker.ep.close()
+    ours.close()
+    theirs.close()
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # reset per example
+@given(batches=st.lists(st.integers(1, 4), min_size=1, max_size=6), seed=st.integers(0, 999))
+def test_replies_in_any_pieces_settle_every_message(
+    echo_worker: tuple[Worker, Conn], batches: list[int], seed: int
+) -> None:
+    worker, conn = echo_worker
+    conn.owed.clear()
+    conn.owed_pos = conn.got = conn.seq = 0
+    conn.expect = None
+    filler = echo_filler(100)
+    rng = random.Random(seed)
+    unanswered = b""
+    settled = 0
+
+    def answer(nbytes: int) -> None:
+        nonlocal unanswered, settled
+        while nbytes:
+            cut = rng.randint(1, nbytes)
+            settled += worker._absorb_echo(conn, unanswered[:cut])
+            unanswered = unanswered[cut:]
+            nbytes -= cut
+
+    for count in batches:  # sent in batches, as a refill sends n messages at once
+        payload = b"".join(echo_message(0, conn.seq + i, filler) for i in range(count))
+        conn.seq += count
+        worker._owe(conn, payload)
+        unanswered += payload
+        answer(rng.randint(0, len(unanswered)))  # replies may stop mid-message
+    answer(len(unanswered))
+    assert settled == sum(batches)
+    assert not conn.owed and conn.got == 0
+    assert worker.errors == {}
