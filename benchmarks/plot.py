@@ -122,6 +122,13 @@ def plain_number(value: float, _position: int | None = None) -> str:
     return f"{value:,.6g}"
 
 
+def byte_size(value: float, _position: int | None = None) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= scale:
+            return f"{value / scale:,.4g} {unit}"
+    return f"{value:,.4g} B"
+
+
 def label_axes(ax: Axes, xlabel: str, metric: str, title: str) -> None:
     # Numbers as numbers ("6", "1,024"), not "6x10^0": readers compare values across charts.
     ax.xaxis.set_major_formatter(FuncFormatter(plain_number))
@@ -283,6 +290,7 @@ def chart_ltet(data: dict[str, Any], name: str, records: list[Record], out: Path
     )
     groups = group_records(records, "impl", "connections")
     conns_order = sorted({k[1] for k in groups})
+    sizes = sorted({r["spec"]["msg_bytes"] for r in records})
     for ax, (metric, title) in zip(axes.flat, panels, strict=True):
         for (impl, conns), group in groups.items():
             style = LINESTYLES[conns_order.index(conns) % len(LINESTYLES)]
@@ -299,7 +307,12 @@ def chart_ltet(data: dict[str, Any], name: str, records: list[Record], out: Path
         ax.set_xscale("log", base=2)
         if metric in ("mib_per_s", "cpu_us_per_request"):
             ax.set_yscale("log")
-        label_axes(ax, "message size (bytes, log 2)", metric, title)
+        label_axes(ax, "message size (log 2)", metric, title)
+        # Tick exactly the measured sizes, as "64 B", "1 KiB", "1 MiB": powers of two
+        # printed as decimals ("1048576") are unreadable side by side.
+        ax.set_xticks(sizes)
+        ax.xaxis.set_major_formatter(FuncFormatter(byte_size))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0][0].legend(fontsize=8)
     caption = (
         "Echo, closed loop. Edge-triggered (ET) must read until EAGAIN after each event, so "
