@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from muxlab.cli import HelpFormatter
 from muxlab.errors import UsageError
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "and prints a summary with the headline ratios. Ctrl-C keeps what was measured; "
             "--resume continues. See docs/sweep.md."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     plan = parser.add_argument_group("what to measure (not with --resume)")
     plan.add_argument(

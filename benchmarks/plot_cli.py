@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from muxlab.cli import HelpFormatter
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -16,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "pytest-benchmark's --benchmark-json output (cost against N, one line per "
             "backend). Charts come from the file only, never from a live run."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("results", type=Path, help="results.json or a --benchmark-json file")
     parser.add_argument(

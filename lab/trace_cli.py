@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lab.trace import TraceConfig, format_timeline, run_trace
+from muxlab.cli import HelpFormatter
 from muxlab.errors import SetupError, UsageError
 from servers.backends import BACKEND_NAMES, BackendUnavailableError
 from servers.loop import ServerSetupError
@@ -24,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "returned, then the accepts, recvs and sends that followed, with byte counts and "
             "EAGAINs marked. Compare --backend epoll-lt with epoll-et."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     defaults = TraceConfig()
     parser.add_argument("--backend", choices=BACKEND_NAMES, default=defaults.backend,

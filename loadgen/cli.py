@@ -17,6 +17,7 @@ from loadgen.config import DEFAULT_CONNECT_RATE_CPS, LOAD_PROTOCOLS, LoadConfig,
 from loadgen.report import format_progress, format_summary
 from loadgen.runner import Progress, run_load
 from muxlab.atomic import write_json_atomic
+from muxlab.cli import HelpFormatter
 from muxlab.errors import UsageError
 
 PHASE_LINE = "muxlab load: phase {}"
@@ -32,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "(--rate, latency corrected for coordinated omission). Every reply is verified. "
             "Exit 0: no errors; 1: errors; 2: could not start; 130: interrupted."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="server address")

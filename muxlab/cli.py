@@ -16,8 +16,8 @@ from typing import NoReturn
 from muxlab import __version__
 from muxlab.errors import MuxlabError
 
-# name -> module providing ``add_parser(subparsers)``; imported lazily so ``muxlab serve``
-# never pays for matplotlib.
+# name -> module providing ``add_parser(subparsers)``. The modules keep heavy imports
+# (matplotlib, numpy) inside their run functions, so ``muxlab serve`` starts fast.
 SUBCOMMANDS: dict[str, str] = {
     "serve": "servers.cli",
     "load": "loadgen.cli",
@@ -26,6 +26,16 @@ SUBCOMMANDS: dict[str, str] = {
     "sweep": "benchmarks.cli",
     "plot": "benchmarks.plot_cli",
 }
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none worth showing (None, False)
+    or the help text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -39,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="muxlab",
         description="Measure select, poll, epoll-LT and epoll-ET servers on real sockets.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"muxlab {__version__}")
     subparsers = parser.add_subparsers(

@@ -10,6 +10,7 @@ import sys
 from types import FrameType
 from typing import Any
 
+from muxlab.cli import HelpFormatter
 from muxlab.errors import SetupError, UsageError
 from servers.backends import BACKEND_NAMES, BackendUnavailableError
 from servers.counters import format_counters_line, format_counters_table
@@ -29,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "print the counters as one 'muxlab: counters {json}' line on stdout; "
             "SIGINT/SIGTERM stop the server, which prints the final counters and exits 0."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     defaults = ServerConfig()
     parser.add_argument(
