@@ -393,6 +393,10 @@ def plot_benchmark_json(data: dict[str, Any], out_dir: Path) -> list[Path]:
         f"{machine.get('python_version', '?')}, {data.get('datetime', '')}"
     )
     for group, benches in sorted(groups.items()):
+        if not all("backend" in bench["extra_info"] for bench in benches):
+            # The load generator's own benchmarks compare clients, not backends: their
+            # numbers are in extra_info and docs/loadgen.md, not on a per-backend chart.
+            continue
         x_key = benches[0]["extra_info"].get("x", "n_fds")
         y_key = benches[0]["extra_info"].get("y")
         fig, ax = plt.subplots(figsize=(8, 5.2))

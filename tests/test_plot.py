@@ -158,6 +158,25 @@ def test_plot_reads_pytest_benchmark_json(tmp_path: Path) -> None:
     assert chart_names(out) == {"bench-mechanism-K-1-ready.png", "bench-mechanism-K-1-ready.svg"}
 
 
+def test_plot_skips_benchmark_groups_without_backends(tmp_path: Path) -> None:
+    """A full ``pytest --benchmark-only`` file also holds the load generator's benchmarks,
+    which compare clients, not backends: they are left out, the mechanism is charted."""
+    data = benchmark_json()
+    data["benchmarks"].append(
+        {
+            "group": "loadgen: one client process",
+            "name": "test_client_efficiency[100]",
+            "extra_info": {"connections": 100, "rps": 150000},
+            "stats": {"median": 1.0, "q1": 1.0, "q3": 1.0, "mean": 1.0},
+        }
+    )
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    out = tmp_path / "charts"
+    assert main(["plot", str(path), "--out", str(out)]) == 0
+    assert chart_names(out) == {"bench-mechanism-K-1-ready.png", "bench-mechanism-K-1-ready.svg"}
+
+
 def test_plot_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"kind": "something else"}')
