@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 from types import FrameType
@@ -112,9 +113,19 @@ def print_counters(snapshot: dict[str, Any]) -> None:
     print(format_counters_line(snapshot), flush=True)
 
 
+def raise_fd_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard one (``getrlimit(2)``): a shell's default
+    soft limit (often 1024) would otherwise cap the connections any backend can hold, and
+    poll and epoll would hit EMFILE where only select should stop."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     pin_to_cpu(args.cpu)
+    raise_fd_limit()
     logging.basicConfig(format="muxlab serve: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         server = Server(config, on_snapshot=print_counters)

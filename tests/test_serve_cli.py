@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import signal
 import socket
 import subprocess
@@ -84,3 +85,19 @@ def test_port_in_use_is_a_one_line_error() -> None:
     assert result.stderr.strip() == (
         f"muxlab serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
+
+
+def test_server_lifts_its_soft_descriptor_limit_to_the_hard_one() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    proc = subprocess.Popen(
+        [*SERVE, "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert READY_RE.match(proc.stdout.readline().rstrip("\n"))
+        assert resource.prlimit(proc.pid, resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
