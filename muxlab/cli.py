@@ -8,9 +8,12 @@ line on stderr and an exit status, so no user-caused failure ends in a traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import NoReturn
 
 from muxlab import __version__
@@ -60,10 +63,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt while a command runs, so ``kill``,
+    ``timeout`` or a CI cancellation stop a sweep or a load run as cleanly as Ctrl-C:
+    children reaped, what was measured written. SIGINT is set explicitly because a shell
+    starts background jobs with it ignored. ``muxlab serve`` installs its own handlers."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        status: int = args.run(args)
+        with interruptible():
+            status: int = args.run(args)
     except MuxlabError as exc:
         print(f"muxlab {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_status

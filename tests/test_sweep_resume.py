@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 PLAN = """\
 repeats = 2
 duration_s = 0.3
@@ -34,7 +36,28 @@ def finished_runs(results: Path) -> dict[tuple[str, int], dict[str, object]]:
     return {(r["key"], run["repeat"]): run for r in data["points"] for run in r["repeats"]}
 
 
-def test_interrupt_then_resume_loses_no_point_and_repeats_none(tmp_path: Path) -> None:
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid`` (``proc(5)``, /proc/PID/task/TID/children)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# SIGTERM is what ``timeout``, ``kill`` and a CI cancellation send: it must stop a sweep
+# as cleanly as Ctrl-C does.
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_then_resume_loses_no_point_and_repeats_none(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
     results = tmp_path / "runs" / "r" / "results.json"
@@ -49,12 +72,16 @@ def test_interrupt_then_resume_loses_no_point_and_repeats_none(tmp_path: Path) -
         while len(finished_runs(results)) < 2 and time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        while not children_of(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)  # interrupt it while a server and a load generator run
+        children = children_of(proc.pid)
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
         proc.wait()
     assert proc.returncode == 130, stderr
+    assert children and not [pid for pid in children if alive(pid)], "children outlived it"
     assert "--resume" in stderr and "Traceback" not in stderr
     before = finished_runs(results)
     interrupted = json.loads(results.read_text())
