@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from muxlab.cli import HelpFormatter
 from muxlab.errors import UsageError
+from muxlab.limits import raise_fd_limit
 
 if TYPE_CHECKING:
     from benchmarks.experiments import SweepPlan
@@ -57,8 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     plan = parser.add_argument_group("what to measure (not with --resume)")
     plan.add_argument(
         "--preset",
-        default="default",
-        help="quick (<= 90 s, CI), default (<= 10 min) or full (to the fd limit)",
+        default=None,
+        help="quick (<= 90 s, CI), default (<= 10 min) or full (to the fd limit) "
+        "(default: default)",
     )
     plan.add_argument(
         "--config", type=Path, default=None, help="TOML plan (see docs/sweep.md); replaces --preset"
@@ -148,7 +152,12 @@ def run(args: argparse.Namespace) -> int:
         default_server, default_clients = sweep.default_cpus()
         server_cpu = default_server if args.server_cpu is None else args.server_cpu
         client_cpus = default_clients if args.client_cpus is None else args.client_cpus
+        check_cpus(server_cpu, client_cpus)
         loadgen = shlex.split(args.loadgen) if args.loadgen else list(sweep.LOADGEN)
+        if not loadgen or shutil.which(loadgen[0]) is None:
+            raise UsageError(f"--loadgen: cannot run {args.loadgen!r}: no such program")
+        if args.out_dir.exists() and not args.out_dir.is_dir():
+            raise UsageError(f"--out-dir {args.out_dir} exists and is not a directory")
         notes = [
             f"descriptor budget per process: {experiments.fd_budget()} connections "
             "(the server and the load generator each hold one per connection)"
@@ -170,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         loadgen=tuple(pinning["loadgen"]),
         progress=sys.stderr.isatty() and not args.quiet,
     )
-    sweep.raise_fd_limit()
+    raise_fd_limit()
     results.set_state("running")
     announce(results, plan)
     try:
@@ -187,7 +196,10 @@ def run(args: argparse.Namespace) -> int:
 def choose_plan(args: argparse.Namespace) -> SweepPlan:
     from benchmarks import experiments
 
-    plan = experiments.load_toml(args.config) if args.config else experiments.preset(args.preset)
+    if args.config:
+        plan = experiments.load_toml(args.config)
+    else:
+        plan = experiments.preset(args.preset or "default")
     flags = experiments.PlanOverrides(
         experiments=args.experiments,
         impls=args.impls,
@@ -205,6 +217,7 @@ def resume_results(args: argparse.Namespace) -> ResultsFile:
     from benchmarks.results import ResultsFile
 
     plan_flags = (
+        "preset",
         "config",
         "experiments",
         "impls",
@@ -228,6 +241,16 @@ def resume_results(args: argparse.Namespace) -> ResultsFile:
     if not path.exists():
         raise UsageError(f"no run {args.resume!r} (looked in {args.out_dir})")
     return ResultsFile.load(path)
+
+
+def check_cpus(server_cpu: int, client_cpus: tuple[int, ...]) -> None:
+    """Every CPU named must be one this process may run on (``sched_getaffinity(2)``):
+    otherwise every point would fail, one by one, after a server that cannot start."""
+    available = os.sched_getaffinity(0)
+    unknown = sorted({server_cpu, *client_cpus} - available)
+    if unknown:
+        names = ", ".join(map(str, unknown))
+        raise UsageError(f"CPU {names} not available here (available: {sorted(available)})")
 
 
 def default_run_id(preset: str | None) -> str:

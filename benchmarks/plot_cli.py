@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from muxlab.cli import HelpFormatter
+from muxlab.errors import UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     from benchmarks.plot import plot_file
 
-    paths = plot_file(args.results, args.out)
+    try:
+        paths = plot_file(args.results, args.out)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write charts to {exc.filename or args.out}: {exc.strerror}"
+        ) from None
     for path in paths:
         print(path)
     if not paths:

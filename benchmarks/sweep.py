@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import resource
 import signal
 import subprocess
 import sys
@@ -111,13 +110,6 @@ def default_cpus() -> tuple[int, tuple[int, ...]]:
     if len(cpus) < 2:
         return cpus[0], (cpus[0],)
     return cpus[0], tuple(cpus[1:])
-
-
-def raise_fd_limit() -> None:
-    """Children inherit the limit: take the hard one, which the descriptor budget assumes."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def unavailable_reason(point: PointSpec) -> str | None:

@@ -17,7 +17,8 @@ import pytest
 
 from benchmarks.experiments import PointSpec, SweepPlan
 from benchmarks.results import consistency_problems
-from benchmarks.sweep import SweepConfig, default_cpus, raise_fd_limit, run_point_once
+from benchmarks.sweep import SweepConfig, default_cpus, run_point_once
+from muxlab.limits import raise_fd_limit
 from servers.backends import BACKEND_NAMES, BACKENDS
 
 # (active, idle): few connections; many active; few active among many idle. All three

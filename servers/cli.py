@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import signal
 import sys
 from types import FrameType
@@ -13,6 +12,7 @@ from typing import Any
 
 from muxlab.cli import HelpFormatter
 from muxlab.errors import SetupError, UsageError
+from muxlab.limits import raise_fd_limit
 from servers.backends import BACKEND_NAMES, BackendUnavailableError
 from servers.counters import format_counters_line, format_counters_table
 from servers.loop import Server, ServerConfig, ServerSetupError
@@ -111,15 +111,6 @@ def pin_to_cpu(cpu: int | None) -> None:
 
 def print_counters(snapshot: dict[str, Any]) -> None:
     print(format_counters_line(snapshot), flush=True)
-
-
-def raise_fd_limit() -> None:
-    """Lift the soft RLIMIT_NOFILE to the hard one (``getrlimit(2)``): a shell's default
-    soft limit (often 1024) would otherwise cap the connections any backend can hold, and
-    poll and epoll would hit EMFILE where only select should stop."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run(args: argparse.Namespace) -> int:

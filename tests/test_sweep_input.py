@@ -11,6 +11,8 @@ from benchmarks.experiments import preset
 from muxlab.cli import main
 from servers import peers
 
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "results.json"
+
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     status = main(list(argv))
@@ -98,3 +100,32 @@ def test_presets_fit_the_descriptor_budget_and_skip_select_by_design() -> None:
         assert points
         over = [p for p in points if p.impl == "select" and p.total_connections > 1008]
         assert all(p.skip_reason() is not None for p in over)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--server-cpu", "4096"], "CPU 4096 not available here"),
+        (["--client-cpus", "4095"], "CPU 4095 not available here"),
+        (["--loadgen", "/nonexistent/loadgen"], "cannot run '/nonexistent/loadgen'"),
+        (["--resume", "r", "--preset", "quick"], "drop --preset"),
+    ],
+)
+def test_preconditions_are_checked_before_any_point(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str
+) -> None:
+    status, err = run_cli(capsys, "sweep", *argv, "--out-dir", str(tmp_path))
+    assert status == 2
+    assert message in one_line_error(err)
+    assert not any(tmp_path.iterdir())
+
+
+def test_out_dir_that_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    status, err = run_cli(capsys, "sweep", "--preset", "quick", "--out-dir", str(not_a_dir))
+    assert status == 2
+    assert "is not a directory" in one_line_error(err)
+    status, err = run_cli(capsys, "plot", str(REFERENCE), "--out", f"{not_a_dir}/x")
+    assert status == 2
+    assert "cannot write charts" in one_line_error(err, "muxlab plot: error: ")
