@@ -127,6 +127,8 @@ def cpu_ratios(data: dict[str, Any]) -> list[str]:
                 ),
                 "cpu_us_per_request",
             )
+            if ref is None:
+                continue  # this run did not measure that reference at that count
             cells = []
             for backend in EPOLL:
                 own = median(
@@ -140,10 +142,10 @@ def cpu_ratios(data: dict[str, Any]) -> list[str]:
                     ),
                     "cpu_us_per_request",
                 )
-                cells.append(
-                    f"{backend} n/a" if own is None or ref is None else f"{backend} {own / ref:.2f}"
-                )
+                cells.append(f"{backend} n/a" if own is None else f"{backend} {own / ref:.2f}")
             lines.append(f"    {conns:>5} conns vs {reference:<17} " + "   ".join(cells))
+    if len(lines) == 1:
+        lines.append("    n/a (no reference peer was measured at these connection counts)")
     return lines
 
 
