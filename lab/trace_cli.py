@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from lab.trace import TraceConfig, format_timeline, run_trace
 from muxlab.cli import HelpFormatter
@@ -64,8 +65,18 @@ def config_from_args(args: argparse.Namespace) -> TraceConfig:
     )
 
 
+def check_json_path(path: Path) -> None:
+    """Refuse an unwritable --json before tracing, not after the timeline has printed."""
+    if path.is_dir():
+        raise UsageError(f"--json {path} is a directory")
+    if not path.parent.is_dir():
+        raise UsageError(f"--json {path}: {path.parent} is not a directory")
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.json is not None:
+        check_json_path(Path(args.json))
     try:
         result = run_trace(config)
     except (BackendUnavailableError, ServerSetupError) as exc:

@@ -116,6 +116,8 @@ def test_text_timeline_marks_eagain(capsys: pytest.CaptureFixture[str]) -> None:
         (["--connections", "0"], "--connections must be"),
         (["--read-bytes", "0"], "--read-bytes must be positive"),
         (["--backend", "kqueue"], "invalid choice"),
+        (["--json", "/"], "--json / is a directory"),
+        (["--json", "/proc/self/cmdline/x.json"], "is not a directory"),
     ],
 )
 def test_bad_input_is_one_line(args: list[str], message: str) -> None:
