@@ -79,6 +79,9 @@ class RunResult:
     server_replies_total: int | None  # from the final counters at shutdown
     idle_open_at_end: int | None
     metrics: dict[str, float | None]
+    # Connections the server held when the window opened; None when it cannot count (nginx)
+    # or for results files written before this field existed.
+    server_connections_open: int | None = None
 
 
 def now_iso() -> str:
@@ -352,5 +355,15 @@ def validate(data: dict[str, Any]) -> list[str]:
                     problems.append(
                         f"{record['key']} repeat {run['repeat']}: only {still_open} of {idle} "
                         "idle connections were still open at the end"
+                    )
+                # A connection the server never accepted still looks open to the client
+                # (it waits in the listen backlog), so the server's own count is the proof
+                # that the idle connections were really watched during the window.
+                held = run.get("server_connections_open")
+                wanted = record["spec"]["connections"] + idle
+                if held is not None and held < wanted:
+                    problems.append(
+                        f"{record['key']} repeat {run['repeat']}: the server held {held} "
+                        f"connections in the window, not {wanted}"
                     )
     return problems

@@ -325,6 +325,7 @@ def build_result(
         server_replies_total=replies_total,
         idle_open_at_end=load.get("connections", {}).get("idle_open_at_end"),
         metrics=metrics,
+        server_connections_open=before.counters.get("connections_open"),
     )
 
 

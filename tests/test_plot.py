@@ -87,6 +87,15 @@ def stored_results(tmp_path: Path) -> Path:
     return results.path
 
 
+def test_validate_catches_idle_connections_the_server_never_held(stored_results: Path) -> None:
+    data = json.loads(stored_results.read_text())
+    record = next(r for r in data["points"] if r["spec"]["idle"] == 100)
+    record["repeats"][0]["server_connections_open"] = 50  # 10 active + 100 idle expected
+    assert validate(data) == [
+        f"{record['key']} repeat 1: the server held 50 connections in the window, not 110"
+    ]
+
+
 def chart_names(directory: Path) -> set[str]:
     return {p.name for p in directory.iterdir()}
 

@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks.experiments import preset
 from benchmarks.results import SCHEMA_VERSION, validate
+from servers.backends import BACKENDS
 
 SWEEP_TIMEOUT_S = 240  # the preset's budget is 90 s; this only stops a hang
 
@@ -73,6 +74,10 @@ def test_quick_results_file_is_complete_and_consistent(
         for run in record["repeats"]:
             assert run["requests_ok"] > 0
             assert run["loadgen_status"] == 0, run["errors"]
+            if record["spec"]["impl"] in BACKENDS:
+                # The server itself held every active and idle connection in the window.
+                wanted = record["spec"]["connections"] + record["spec"]["idle"]
+                assert run["server_connections_open"] >= wanted
             if run["server_replies_total"] is not None:
                 # Exact: the server replied to everything the client counted, plus at most
                 # what was in flight when the client stopped.
