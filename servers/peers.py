@@ -31,11 +31,10 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Self, get_args
 
 from servers.counters import Counters, format_counters_line
-from servers.process import ServerProcessError, terminate
+from servers.process import ChildServer, ServerProcessError, terminate
 from servers.protocols import HTTP_BODY, PROTOCOL_NAMES, PROTOCOLS, ProtocolName
 
 PeerName = Literal[
@@ -293,7 +292,7 @@ def children_of(pid: int) -> list[int]:
     return children
 
 
-class NginxServer:
+class NginxServer(ChildServer):
     """nginx with one worker; the same methods as :class:`ServerProcess` that a sweep uses."""
 
     def __init__(
@@ -331,7 +330,7 @@ class NginxServer:
             body=body,
         )
 
-    def start(self) -> NginxServer:
+    def start(self) -> Self:
         self._dir = tempfile.TemporaryDirectory(prefix="muxlab-nginx-")
         conf = Path(self._dir.name, "nginx.conf")
         self.port = free_port(self.host)
@@ -384,24 +383,9 @@ class NginxServer:
             self._dir = None
         return self.final_counters
 
-    def __enter__(self) -> NginxServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     @property
     def pid(self) -> int:
         return self._worker_pid
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
 
     @property
     def address(self) -> tuple[str, int]:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from servers.counters import parse_counters_line
 
@@ -44,7 +44,36 @@ def terminate(proc: subprocess.Popen[Any], sig: int, grace_s: float) -> None:
             proc.wait()
 
 
-class ServerProcess:
+class ChildServer:
+    """What every server child (muxlab serve, a peer, nginx) shares: a context manager that
+    always stops and reaps it, and its exit status. Subclasses provide start and stop."""
+
+    _proc: subprocess.Popen[Any] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout_s: float = 10.0) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def __enter__(self) -> Self:
+        # ``with server.start() as s`` is fine too: never start a second child.
+        return self if self._proc is not None else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ServerProcess(ChildServer):
     """A ``muxlab serve`` child; use as a context manager so it is always reaped."""
 
     def __init__(
@@ -83,7 +112,7 @@ class ServerProcess:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> ServerProcess:
+    def start(self) -> Self:
         if self._proc is not None:
             raise ServerProcessError("this ServerProcess was started already")
         self._proc = subprocess.Popen(
@@ -124,28 +153,12 @@ class ServerProcess:
                 self.final_counters = counters
         return self.final_counters
 
-    def __enter__(self) -> ServerProcess:
-        # ``with ServerProcess(...).start() as s`` is fine too: never start a second child.
-        return self if self._proc is not None else self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- talking to it -------------------------------------------------------------------
 
     @property
     def pid(self) -> int:
         assert self._proc is not None, "start() first"
         return self._proc.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
 
     @property
     def stderr(self) -> str:
