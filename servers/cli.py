@@ -11,11 +11,11 @@ from types import FrameType
 from typing import Any
 
 from muxlab.cli import HelpFormatter
-from muxlab.errors import SetupError, UsageError
+from muxlab.errors import RunError, SetupError, UsageError
 from muxlab.limits import raise_fd_limit
 from servers.backends import BACKEND_NAMES, BackendUnavailableError
 from servers.counters import format_counters_line, format_counters_table
-from servers.loop import Server, ServerConfig, ServerSetupError
+from servers.loop import FD_RESERVE, Server, ServerConfig, ServerFailedError, ServerSetupError
 from servers.protocols import PROTOCOL_NAMES
 
 READY_LINE = "muxlab: listening on {host}:{port} backend={backend} protocol={protocol}"
@@ -73,6 +73,50 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="bytes of queued output below which reading resumes",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="connections held at once; past it a new connection is accepted and closed at "
+        "once (errors: over_max_connections). Default: the descriptor budget, "
+        f"RLIMIT_NOFILE minus {FD_RESERVE}",
+    )
+    parser.add_argument(
+        "--max-output-bytes",
+        type=int,
+        default=defaults.max_output_bytes,
+        help="bound on the queued output of all connections together; past it, reading "
+        "stops on every connection holding queued output until the total is below 3/4 of it",
+    )
+    parser.add_argument(
+        "--max-headers",
+        type=int,
+        default=defaults.max_headers,
+        help="http: header lines per request past which the request gets 400",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=defaults.header_timeout_s,
+        help="http: seconds a request may stay incomplete (head, or the body being "
+        "skipped) before it gets 408 and a close; 0 disables",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=0.0,
+        help="close a connection with no data either way for this many seconds; 0 (the "
+        "default) never does, because idle connections are what the lab measures "
+        "(nginx's keepalive_timeout is 75 s)",
+    )
+    parser.add_argument(
+        "--et-read-budget",
+        type=int,
+        default=0,
+        help="epoll-et: bytes read from one connection per event before it waits for the "
+        "next loop turn, so one flooding client cannot starve the others; 0 (the default) "
+        "reads until EAGAIN",
+    )
+    parser.add_argument(
         "--cpu",
         type=int,
         default=None,
@@ -88,6 +132,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise UsageError("--read-bytes and --backlog must be positive")
     if not 0 <= args.low_water <= args.high_water:
         raise UsageError("need 0 <= --low-water <= --high-water")
+    if args.max_connections is not None and args.max_connections < 1:
+        raise UsageError("--max-connections must be positive")
+    if args.max_output_bytes < 1 or args.max_headers < 1:
+        raise UsageError("--max-output-bytes and --max-headers must be positive")
+    if args.header_timeout < 0 or args.idle_timeout < 0 or args.et_read_budget < 0:
+        raise UsageError("--header-timeout, --idle-timeout and --et-read-budget must be >= 0")
     return ServerConfig(
         backend=args.backend,
         protocol=args.protocol,
@@ -97,6 +147,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         read_bytes=args.read_bytes,
         high_water_bytes=args.high_water,
         low_water_bytes=args.low_water,
+        max_headers=args.max_headers,
+        header_timeout_s=args.header_timeout or None,
+        idle_timeout_s=args.idle_timeout or None,
+        max_connections=args.max_connections,
+        max_output_bytes=args.max_output_bytes,
+        et_read_budget_bytes=args.et_read_budget or None,
     )
 
 
@@ -137,7 +193,13 @@ def run(args: argparse.Namespace) -> int:
         READY_LINE.format(host=host, port=port, backend=config.backend, protocol=config.protocol),
         flush=True,
     )
-    server.run()
+    try:
+        server.run()
+    except ServerFailedError as exc:
+        # The listener or the backend failed: every connection is gone with it. Report
+        # what was counted, then one line and exit 1 (RunError).
+        print_counters(server.counters.snapshot())
+        raise RunError(str(exc)) from None
     snapshot = server.counters.snapshot()
     print_counters(snapshot)
     print(format_counters_table(snapshot), file=sys.stderr)

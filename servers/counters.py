@@ -35,6 +35,11 @@ class Counters:
     connections_closed: int = 0
     read_pauses: int = 0
     peak_output_bytes: int = 0
+    # The server-wide output bound (--max-output-bytes): engagements, largest total.
+    output_pauses: int = 0
+    peak_total_output_bytes: int = 0
+    # ET reads stopped by --et-read-budget, to be resumed on the next loop turn.
+    read_budget_stops: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
     def snapshot(self) -> dict[str, Any]:

@@ -19,7 +19,19 @@ Rules the loop keeps, on every backend:
   without bound; reading resumes below ``low_water_bytes``.
 - ``EMFILE``/``ENFILE`` on accept pauses accepting (no busy loop, one log line) and retries
   when a connection closes or after ``ACCEPT_RETRY_S``.
-- A client's behaviour (reset, half-close, garbage) ends at most its own connection.
+- A client's behaviour (reset, half-close, garbage, a request that makes the protocol
+  raise, an errno nobody expected) ends at most its own connection: any exception raised
+  while handling one connection closes it, is counted under ``errors`` by kind and logged
+  (its traceback once per kind, then rate-limited). Only a failure of the listener or of
+  the backend's wait stops the server (:class:`ServerFailedError`).
+- Limits a hostile client cannot talk its way past: ``max_connections`` (accepted and
+  closed at once past it, never left in the backlog), ``max_output_bytes`` for the queued
+  output of all connections together, a header timeout (408) and an optional idle
+  timeout, and for ET an optional per-event read budget so one flooding client cannot
+  starve the others.
+- Timers cost nothing per request: no deadline is pushed per request. A coarse sweep runs
+  at most every ``SWEEP_PERIOD_MAX_S`` and only while something can time out; the wait is
+  bounded only then (see :meth:`Server._sweep`).
 """
 
 from __future__ import annotations
@@ -28,7 +40,10 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import socket
+import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,6 +69,21 @@ ACCEPT_BATCH = 64  # accepts per readiness event under LT; ET drains the backlog
 # sendmsg(2) takes at most IOV_MAX (1024 on Linux) buffers per call.
 MAX_IOVECS = 1024
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# accept(2) errors that mean the listening socket itself is broken, not one client.
+_LISTENER_BROKEN = frozenset({errno.EBADF, errno.EINVAL, errno.ENOTSOCK, errno.EOPNOTSUPP})
+# Descriptors kept free past --max-connections' default: the listener, the wake-up pair,
+# the epoll object, stdio, and room to accept-and-close one connection over the cap.
+FD_RESERVE = 32
+# The sweep that enforces timeouts runs every timeout/10, within these bounds (seconds):
+# coarse on purpose, a timeout fires between T and T + 2 periods after its start.
+SWEEP_PERIOD_MIN_S = 0.05
+SWEEP_PERIOD_MAX_S = 1.0
+# struct tcp_info (linux/tcp.h): tcpi_last_data_sent and tcpi_last_data_recv, in ms,
+# are u32 at byte offsets 44 and 52; reading them costs the sweep one getsockopt per
+# connection and the request path nothing.
+_TCP_INFO_BYTES = 104
+_TCP_LAST_DATA_SENT_OFFSET = 44
+_TCP_LAST_DATA_RECV_OFFSET = 52
 
 
 @dataclass(frozen=True)
@@ -66,10 +96,27 @@ class ServerConfig:
     read_bytes: int = 65536
     high_water_bytes: int = 1 << 20
     low_water_bytes: int = 256 * 1024
+    max_headers: int = 100
+    # A request whose head (or skipped body) is still incomplete this long after it began
+    # gets 408 and a close; None: no limit. nginx: client_header_timeout 60 s.
+    header_timeout_s: float | None = 10.0
+    # A connection with no data either way for this long is closed; None (the default):
+    # never, because idle connections are what the lab measures. nginx's
+    # keepalive_timeout is 75 s.
+    idle_timeout_s: float | None = None
+    # None: the descriptor budget, RLIMIT_NOFILE minus FD_RESERVE.
+    max_connections: int | None = None
+    max_output_bytes: int = 256 << 20
+    # Bytes read from one connection per event under ET; None: drain to EAGAIN.
+    et_read_budget_bytes: int | None = None
 
 
 class ServerSetupError(RuntimeError):
     """The server could not start: address in use, unresolvable host, and so on."""
+
+
+class ServerFailedError(RuntimeError):
+    """The listener or the backend failed: the server cannot go on (one-line reason)."""
 
 
 class Connection:
@@ -77,8 +124,8 @@ class Connection:
     looking a method up costs about as much per request as the counters do."""
 
     __slots__ = (
-        "closed", "eof", "fd", "feed", "interest", "out", "out_bytes", "paused", "recv",
-        "send", "session", "sock",
+        "closed", "eof", "fd", "feed", "interest", "mark_ns", "mark_seq", "out", "out_bytes",
+        "paused", "recv", "send", "session", "sock",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, fd: int, session: Session) -> None:
@@ -94,6 +141,9 @@ class Connection:
         self.paused = False  # reading stopped by backpressure
         self.eof = False  # peer will send no more, or the protocol wants no more
         self.closed = False
+        # Which unfinished request the timeout sweep saw last, and when (monotonic ns).
+        self.mark_seq = -1
+        self.mark_ns = 0
 
 
 class RateLimitedWarning:
@@ -137,6 +187,55 @@ def error_kind(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
 
 
+def exception_kind(exc: BaseException) -> str:
+    """The counter name for any exception: the errno name for an OS error, else
+    ``exception_<type>`` (``exception_ValueError``)."""
+    if isinstance(exc, OSError) and exc.errno:
+        return error_kind(exc)
+    return "exception_" + type(exc).__name__
+
+
+def descriptor_budget() -> int:
+    """Connections the process can hold: the soft RLIMIT_NOFILE minus ``FD_RESERVE``."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return sys.maxsize
+    return max(1, soft - FD_RESERVE)
+
+
+def tcp_idle_ms(sock: socket.socket) -> int | None:
+    """Milliseconds since data last went either way on ``sock`` (``tcp(7)``, TCP_INFO), or
+    ``None`` when the kernel cannot say (not a TCP socket)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+    except OSError:
+        return None
+    if len(info) < _TCP_LAST_DATA_RECV_OFFSET + 4:
+        return None
+    (sent_ms,) = struct.unpack_from("=I", info, _TCP_LAST_DATA_SENT_OFFSET)
+    (recv_ms,) = struct.unpack_from("=I", info, _TCP_LAST_DATA_RECV_OFFSET)
+    idle_ms: int = min(sent_ms, recv_ms)
+    return idle_ms
+
+
+class ErrorLog:
+    """Logs failures by kind: the first of a kind with its traceback, later ones as
+    rate-limited one-liners, so a hostile client cannot flood the log."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, RateLimitedWarning] = {}
+
+    def report(self, kind: str, what: str, exc: BaseException) -> None:
+        detail = str(exc)[:200]
+        warning = self._seen.get(kind)
+        if warning is None:
+            self._seen[kind] = RateLimitedWarning()
+            log.error("%s (%s): %s; later ones are logged without traceback", what, kind,
+                      detail, exc_info=exc)  # fmt: skip
+        else:
+            warning.warn(f"{what} ({kind}): {detail}")
+
+
 class Server:
     """One listening socket, one backend, one protocol, one thread."""
 
@@ -157,7 +256,33 @@ class Server:
         self._drain = self.backend.edge_triggered
         self._read_bytes = config.read_bytes
         self._high_water_bytes = config.high_water_bytes
+        self._max_headers = config.max_headers
         self._conns: dict[int, Connection] = {}
+        self._max_connections = (
+            config.max_connections if config.max_connections is not None else descriptor_budget()
+        )
+        self._over_max_warning = RateLimitedWarning()
+        self._errors_log = ErrorLog()
+        # The server-wide output bound: the queued bytes of all connections, and the
+        # connections paused because of it (not because of their own high-water mark).
+        self._total_out = 0
+        self._max_output_bytes = config.max_output_bytes
+        self._output_resume_bytes = config.max_output_bytes * 3 // 4
+        self._output_paused: set[Connection] = set()
+        # ET read budget: connections stopped mid-drain, served on the next loop turn.
+        self._read_budget = config.et_read_budget_bytes or sys.maxsize
+        self._still_readable: list[Connection] = []
+        # Timeouts, enforced by a coarse sweep (see _sweep); 0 means off.
+        self._header_timeout_ns = int((config.header_timeout_s or 0) * 1e9)
+        self._idle_timeout_ns = int((config.idle_timeout_s or 0) * 1e9)
+        self._unfinished: set[Connection] = set()
+        active = [t for t in (self._header_timeout_ns, self._idle_timeout_ns) if t]
+        self._sweep_period_ns = int(
+            min(
+                max(min(active, default=0) / 10, SWEEP_PERIOD_MIN_S * 1e9), SWEEP_PERIOD_MAX_S * 1e9
+            )
+        )
+        self._next_sweep_ns = 0
         self._listen_fd = self.listener.fileno()
         self._accept_paused = False
         self._accept_failing = False  # an EMFILE episode is logged once, at its start
@@ -196,6 +321,8 @@ class Server:
             self._wake_w.send(b"\0")
 
     def run(self) -> None:
+        """Serve until :meth:`request_stop`. Raises :class:`ServerFailedError` when the
+        listener or the backend fails; one connection's failure never gets here."""
         try:
             self._loop()
         finally:
@@ -204,6 +331,8 @@ class Server:
     def _loop(self) -> None:
         # The hot loop is flat on purpose: locals instead of attribute look-ups, one dict
         # look-up per event, handlers called directly. Every backend runs this same code.
+        # The try around each connection's handlers costs nothing until something raises
+        # (CPython 3.11 "zero-cost" exceptions); what it catches ends that connection only.
         backend = self.backend
         counters = self.counters
         conns = self._conns
@@ -212,32 +341,74 @@ class Server:
         on_readable = self._on_readable
         on_writable = self._on_writable
         readable_mask = READ | ERROR
+        idle_timeout = self._idle_timeout_ns
         while not self._stopping:
-            events = backend.wait(self._wait_timeout_s())
+            try:
+                events = backend.wait(self._wait_timeout_s())
+            except OSError as exc:
+                raise ServerFailedError(
+                    f"{backend.name} wait failed: {error_kind(exc)} ({exc.strerror})"
+                ) from exc
             counters.wait_calls += 1
             counters.events += len(events)
             for fd, ev in events:
                 conn = conns.get(fd)
                 if conn is not None:
-                    if ev & readable_mask:
-                        on_readable(conn, ev)
-                    if ev & WRITE and not conn.closed:
-                        on_writable(conn)
+                    try:
+                        if ev & readable_mask:
+                            on_readable(conn, ev)
+                        if ev & WRITE and not conn.closed:
+                            on_writable(conn)
+                    except Exception as exc:
+                        self._on_connection_error(conn, exc)
                 elif fd == listen_fd:
                     self._on_acceptable()
                 elif fd == wake_fd:
                     self._drain_wake()
-            if self._accept_paused and time.monotonic_ns() >= self._accept_retry_ns:
-                self._resume_accepting()
+            if self._still_readable:
+                self._serve_still_readable()
+            if self._accept_paused or self._unfinished or idle_timeout:
+                self._on_timers()
             if self._snapshot_requested:
                 self._snapshot_requested = False
                 if self._on_snapshot is not None:
                     self._on_snapshot(counters.snapshot())
 
     def _wait_timeout_s(self) -> float | None:
-        if not self._accept_paused:
+        """How long the next wait may block: forever unless something is due."""
+        if self._still_readable:
+            return 0.0
+        deadline_ns: int | None = None
+        if self._accept_paused:
+            deadline_ns = self._accept_retry_ns
+        if self._unfinished or self._idle_timeout_ns:
+            sweep_ns = self._next_sweep_ns
+            deadline_ns = sweep_ns if deadline_ns is None else min(deadline_ns, sweep_ns)
+        if deadline_ns is None:
             return None
-        return max(0.0, (self._accept_retry_ns - time.monotonic_ns()) / 1e9)
+        return max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9)
+
+    def _on_connection_error(self, conn: Connection, exc: Exception) -> None:
+        """Whatever one connection's handling raised ends that connection, not the server."""
+        kind = exception_kind(exc)
+        if conn.closed:
+            self.counters.errors[kind] += 1
+        else:
+            self._close(conn, kind)
+        self._errors_log.report(kind, f"closed connection fd {conn.fd} after an error", exc)
+
+    def _serve_still_readable(self) -> None:
+        """ET connections whose read budget ran out last turn: read them again now, after
+        everyone the last wait reported had a turn."""
+        batch = self._still_readable
+        self._still_readable = []
+        for conn in batch:
+            if conn.closed:
+                continue
+            try:
+                self._on_readable(conn, READ)
+            except Exception as exc:
+                self._on_connection_error(conn, exc)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -249,6 +420,7 @@ class Server:
         counters = self.counters
         recv = conn.recv
         read_bytes = self._read_bytes
+        budget = self._read_budget
         while True:
             try:
                 data = recv(read_bytes)
@@ -281,14 +453,34 @@ class Server:
                         counters.bytes_out += sent
                     if sent < len(reply):
                         self._queue_unsent(conn, reply, sent)
-            if conn.session.wants_close:
-                self._on_eof(conn)
-                return
-            if conn.out_bytes > self._high_water_bytes:
-                self._pause_reading(conn)
+            if conn.session.attention:
+                if conn.session.wants_close:
+                    self._on_eof(conn)
+                    return
+                if self._header_timeout_ns:
+                    self._unfinished.add(conn)
+            if conn.out_bytes and self._over_output_bound(conn):
                 return
             if not self._drain:
                 return
+            budget -= len(data)
+            if budget <= 0:
+                counters.read_budget_stops += 1
+                self._still_readable.append(conn)
+                return
+
+    def _over_output_bound(self, conn: Connection) -> bool:
+        """Pause reading when this connection's queue or everyone's passes its bound."""
+        if self._total_out > self._max_output_bytes:
+            if not self._output_paused:
+                self._pause_for_total_output()
+            elif not conn.paused:  # engaged already: only this newcomer needs pausing
+                self._pause_for_output(conn)
+            return True
+        if conn.out_bytes > self._high_water_bytes:
+            self._pause_reading(conn)
+            return True
+        return False
 
     def _on_eof(self, conn: Connection) -> None:
         conn.eof = True
@@ -302,6 +494,28 @@ class Server:
         self.counters.read_pauses += 1
         self._update_interest(conn)
 
+    def _pause_for_total_output(self) -> None:
+        """Past ``max_output_bytes`` in total, stop reading every connection that holds
+        queued output: those are the ones with the most (the others hold none), and the
+        only ones whose replies are not leaving. Reading resumes below 3/4 of the bound."""
+        self.counters.output_pauses += 1
+        for conn in self._conns.values():
+            if conn.out_bytes and not conn.paused:
+                self._pause_for_output(conn)
+
+    def _pause_for_output(self, conn: Connection) -> None:
+        conn.paused = True
+        self._output_paused.add(conn)
+        self._update_interest(conn)
+
+    def _resume_after_total_output(self) -> None:
+        low_water = self.config.low_water_bytes
+        for conn in self._output_paused:
+            if not conn.closed and conn.paused and conn.out_bytes <= low_water:
+                conn.paused = False
+                self._update_interest(conn)
+        self._output_paused.clear()
+
     # -- writing -------------------------------------------------------------------------
 
     def _queue_unsent(self, conn: Connection, data: bytes, sent: int) -> None:
@@ -314,8 +528,12 @@ class Server:
     def _enqueue(self, conn: Connection, data: bytes | memoryview) -> None:
         conn.out.append(data)
         conn.out_bytes += len(data)
-        if conn.out_bytes > self.counters.peak_output_bytes:
-            self.counters.peak_output_bytes = conn.out_bytes
+        self._total_out += len(data)
+        counters = self.counters
+        if conn.out_bytes > counters.peak_output_bytes:
+            counters.peak_output_bytes = conn.out_bytes
+        if self._total_out > counters.peak_total_output_bytes:
+            counters.peak_total_output_bytes = self._total_out
 
     def _on_writable(self, conn: Connection) -> None:
         counters = self.counters
@@ -332,6 +550,7 @@ class Server:
             counters.writes += 1
             counters.bytes_out += sent
             conn.out_bytes -= sent
+            self._total_out -= sent
             _consume(out, sent)
             if out:
                 counters.partial_writes += 1
@@ -340,7 +559,13 @@ class Server:
         if not out and conn.eof:
             self._close(conn)
             return
-        if conn.paused and conn.out_bytes <= self.config.low_water_bytes:
+        if self._output_paused and self._total_out <= self._output_resume_bytes:
+            self._resume_after_total_output()
+        if (
+            conn.paused
+            and conn.out_bytes <= self.config.low_water_bytes
+            and conn not in self._output_paused
+        ):
             conn.paused = False
         self._update_interest(conn)
 
@@ -350,8 +575,59 @@ class Server:
         if conn.out_bytes:
             wanted |= WRITE
         if wanted != conn.interest:
-            conn.interest = wanted
             self.backend.modify(conn.fd, wanted)
+            conn.interest = wanted  # recorded once the kernel accepted it
+
+    # -- timeouts ------------------------------------------------------------------------
+
+    def _on_timers(self) -> None:
+        now = time.monotonic_ns()
+        if self._accept_paused and now >= self._accept_retry_ns:
+            self._resume_accepting()
+        if (self._unfinished or self._idle_timeout_ns) and now >= self._next_sweep_ns:
+            self._next_sweep_ns = now + self._sweep_period_ns
+            self._sweep(now)
+
+    def _sweep(self, now_ns: int) -> None:
+        """Enforce the timeouts without a timer per request.
+
+        Header timeout: the request path only adds a connection to ``_unfinished`` when a
+        read leaves part of a request behind. The sweep notes which unfinished request it
+        saw (the session's ``partial_seq``) and when; if the same one is still unfinished
+        ``header_timeout`` later, the client gets 408 and the connection closes. Idle
+        timeout: the kernel keeps when data last went either way (TCP_INFO), so the sweep
+        asks it, and the request path records nothing.
+        """
+        header_timeout = self._header_timeout_ns
+        for conn in list(self._unfinished):
+            session = conn.session
+            if conn.closed or not session.attention or session.wants_close:
+                self._unfinished.discard(conn)
+            elif conn.mark_seq != session.partial_seq:
+                conn.mark_seq = session.partial_seq
+                conn.mark_ns = now_ns
+            elif now_ns - conn.mark_ns >= header_timeout:
+                self._unfinished.discard(conn)
+                self._time_out(conn, session.timed_out(), "header_timeout")
+        if self._idle_timeout_ns:
+            idle_ms = self._idle_timeout_ns // 1_000_000
+            for conn in list(self._conns.values()):
+                quiet_ms = tcp_idle_ms(conn.sock)
+                if quiet_ms is not None and quiet_ms >= idle_ms:
+                    self._time_out(conn, b"", "idle_timeout")
+
+    def _time_out(self, conn: Connection, reply: bytes, kind: str) -> None:
+        """Close now: the reply (408) goes out only if nothing is queued before it and
+        the kernel takes it at once; a client that stalls does not get to stall the close."""
+        self.counters.errors[kind] += 1
+        if reply and not conn.out_bytes:
+            try:
+                sent = conn.send(reply)
+            except OSError:
+                sent = 0
+            self.counters.writes += 1
+            self.counters.bytes_out += sent
+        self._close(conn)
 
     # -- accepting and closing -----------------------------------------------------------
 
@@ -374,6 +650,10 @@ class Server:
                 if exc.errno in _OUT_OF_DESCRIPTORS:
                     self._pause_accepting(exc)
                     return
+                if exc.errno in _LISTENER_BROKEN:
+                    raise ServerFailedError(
+                        f"the listening socket failed: {error_kind(exc)} ({exc.strerror})"
+                    ) from exc
                 # ECONNABORTED, EPROTO, ...: that client gave up; the listener is fine.
                 counters.errors["accept_" + error_kind(exc)] += 1
                 continue
@@ -381,21 +661,38 @@ class Server:
             if self._accept_failing:
                 self._accept_failing = False
                 log.warning("accepting again (%d connections open)", len(self._conns))
+            if len(self._conns) >= self._max_connections:
+                # Accept and close at once: a refused client learns it now, instead of
+                # waiting in the backlog until its own timeout.
+                sock.close()
+                counters.errors["over_max_connections"] += 1
+                self._over_max_warning.warn(
+                    f"closing a new connection: {self._max_connections} open (--max-connections)"
+                )
+                continue
             self._add_connection(sock)
 
     def _add_connection(self, sock: socket.socket) -> None:
-        sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        fd = sock.fileno()
         try:
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            fd = sock.fileno()
             self.backend.register(fd, READ)
         except DescriptorCeilingError as exc:
             sock.close()
             self.counters.errors["fd_over_ceiling"] += 1
             self._ceiling_warning.warn(f"closing a new connection: {exc}")
             return
-        self._conns[fd] = Connection(sock, fd, self._new_session())
+        except Exception as exc:
+            # ENOMEM or ENOSPC from epoll_ctl (max_user_watches), or anything else: that
+            # connection is refused, its socket closed, and the server goes on.
+            sock.close()
+            kind = "accept_" + exception_kind(exc)
+            self.counters.errors[kind] += 1
+            self._errors_log.report(kind, "closed a new connection it could not watch", exc)
+            return
+        self._conns[fd] = Connection(sock, fd, self._new_session(self._max_headers))
         self.counters.connections_accepted += 1
         self.counters.connections_open += 1
 
@@ -426,13 +723,25 @@ class Server:
             return
         conn.closed = True
         del self._conns[conn.fd]
-        self.backend.unregister(conn.fd)
-        conn.sock.close()
-        conn.out.clear()
         self.counters.connections_closed += 1
         self.counters.connections_open -= 1
         if error is not None:
             self.counters.errors[error] += 1
+        self._total_out -= conn.out_bytes
+        conn.out_bytes = 0
+        conn.out.clear()
+        if self._unfinished:
+            self._unfinished.discard(conn)
+        if self._output_paused:
+            self._output_paused.discard(conn)
+            if self._total_out <= self._output_resume_bytes:
+                self._resume_after_total_output()
+        try:
+            self.backend.unregister(conn.fd)
+        except (OSError, KeyError, ValueError) as exc:
+            # Closing the descriptor below removes it from any epoll set anyway.
+            self.counters.errors["unregister_" + exception_kind(exc)] += 1
+        conn.sock.close()
         if self._accept_paused:
             self._resume_accepting()
 

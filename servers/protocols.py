@@ -8,6 +8,7 @@ backend runs exactly the same protocol code.
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Protocol, get_args
 
 ProtocolName = Literal["echo", "http"]
@@ -16,6 +17,9 @@ PROTOCOL_NAMES: tuple[ProtocolName, ...] = get_args(ProtocolName)
 # Request heads larger than this get 400 (nginx's default large_client_header_buffers
 # is 8 KiB per line; one limit for the whole head is enough here).
 MAX_HEAD_BYTES = 8192
+# Header lines per request past which a request gets 400 (``muxlab serve --max-headers``);
+# llhttp has no such limit, Go's net/http and nginx bound the head's bytes instead.
+MAX_HEADERS = 100
 
 HTTP_BODY = b"Hello from muxlab\n"
 HTTP_OK = (
@@ -33,13 +37,32 @@ HTTP_BAD_REQUEST = (
     b"\r\n"
     b"bad request\n"
 )
+HTTP_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"Content-Length: 16\r\n"
+    b"Connection: close\r\n"
+    b"\r\n"
+    b"request timeout\n"
+)
 
 
 class Session(Protocol):
     wants_close: bool
+    # True while the loop must look at this session after a read: it wants the
+    # connection closed, or it holds part of an unfinished request. One flag, so the
+    # request path pays for one attribute test, not two.
+    attention: bool
+    # Changes whenever a new unfinished request begins, so a periodic sweep can tell a
+    # request that stalled from one that finished while another began (header timeout).
+    partial_seq: int
 
     def data_received(self, data: bytes) -> bytes:
         """Consume ``data``; return the bytes to send back (possibly empty)."""
+        ...
+
+    def timed_out(self) -> bytes:
+        """The request in progress took too long: the reply to send before closing."""
         ...
 
 
@@ -48,9 +71,14 @@ class EchoSession:
 
     __slots__ = ()
     wants_close = False
+    attention = False
+    partial_seq = 0
 
     def data_received(self, data: bytes) -> bytes:
         return data
+
+    def timed_out(self) -> bytes:
+        return b""
 
 
 _ECHO = EchoSession()
@@ -61,21 +89,28 @@ class HttpSession:
 
     Enough of RFC 9112 for load tools such as wrk: request line and header syntax are
     checked, ``Content-Length`` bodies are skipped, HTTP/1.0 and ``Connection: close`` end
-    the connection after the reply, and anything malformed or oversized gets 400 and a
-    close. Replies to pipelined requests go out in request order, in one send.
+    the connection after the reply, and anything malformed, ambiguous or oversized gets
+    400 and a close. Replies to pipelined requests go out in request order, in one send.
     """
 
-    __slots__ = ("_pending", "_skip_body_bytes", "wants_close")
+    __slots__ = (
+        "_max_headers", "_pending", "_skip_body_bytes", "attention", "partial_seq",
+        "wants_close",
+    )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, max_headers: int = MAX_HEADERS) -> None:
+        self._max_headers = max_headers
         self._pending = b""
         self._skip_body_bytes = 0
         self.wants_close = False
+        self.attention = False
+        self.partial_seq = 0
 
     def data_received(self, data: bytes) -> bytes:
         if self.wants_close:
             return b""
-        buf = self._pending + data if self._pending else data
+        pending = self._pending
+        buf = pending + data if pending else data
         start = 0
         if self._skip_body_bytes:
             start = min(self._skip_body_bytes, len(buf))
@@ -87,42 +122,69 @@ class HttpSession:
                 break
             if end - start > MAX_HEAD_BYTES:
                 return self._reject(replies)
-            verdict = _parse_head(buf[start:end])
+            verdict = _parse_head(buf[start:end], self._max_headers)
             if verdict is None:
                 return self._reject(replies)
             body_bytes, keep_alive = verdict
             replies += 1
             start = end + 4 + body_bytes
             if not keep_alive:
-                self.wants_close = True
+                self.wants_close = self.attention = True
                 self._pending = b""
                 return HTTP_OK * (replies - 1) + HTTP_OK_CLOSE
         if start > len(buf):
             self._skip_body_bytes = start - len(buf)
             start = len(buf)
-        self._pending = buf[start:]
-        if len(self._pending) > MAX_HEAD_BYTES:
-            return self._reject(replies)
+        rest = buf[start:] if start else buf
+        self._pending = rest
+        if rest or self._skip_body_bytes:
+            self._note_unfinished(new_request=bool(replies))
+            if len(rest) > MAX_HEAD_BYTES:
+                return self._reject(replies)
+        elif self.attention:
+            self.attention = False
         return HTTP_OK * replies
 
+    def _note_unfinished(self, new_request: bool) -> None:
+        if new_request or not self.attention:
+            self.partial_seq += 1
+        self.attention = True
+
+    def timed_out(self) -> bytes:
+        self.wants_close = self.attention = True
+        self._pending = b""
+        return HTTP_REQUEST_TIMEOUT
+
     def _reject(self, replies: int) -> bytes:
-        self.wants_close = True
+        self.wants_close = self.attention = True
         self._pending = b""
         return HTTP_OK * replies + HTTP_BAD_REQUEST
 
 
+# RFC 9110 5.6.2: a field name is a token.
+_HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*")
+# Anything that makes two parsers disagree on where a line ends (RFC 9112 2.2, 5.2):
+# a control byte other than HTAB (NUL included), a bare CR, a bare LF, and obs-fold
+# (a line that starts with SP or HTAB continues the previous one in old parsers).
+_AMBIGUOUS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n|\n[ \t]")
 _METHOD_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# 18 digits is about 10**18 bytes, far beyond any body; more digits would also meet
+# CPython's limit on int() of long digit strings (a ValueError, not a verdict).
+MAX_CONTENT_LENGTH_DIGITS = 18
 
 
-def _parse_head(head: bytes) -> tuple[int, bool] | None:
+def _parse_head(head: bytes, max_headers: int = MAX_HEADERS) -> tuple[int, bool] | None:
     """``(body_bytes, keep_alive)`` for a valid request head, ``None`` for a malformed one."""
-    head = head.lstrip(b"\r\n")  # RFC 9112 2.2: ignore empty lines before a request line
+    while head.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before a request
+        head = head[2:]
+    if _AMBIGUOUS.search(head) is not None:
+        return None
     request_line, _, header_block = head.partition(b"\r\n")
     parts = request_line.split(b" ")
     if len(parts) != 3:
         return None
     method, target, version = parts
-    if not method or not _METHOD_CHARS.issuperset(method) or not target:
+    if not method or not _METHOD_CHARS.issuperset(method) or not target or b"\t" in target:
         return None
     if version == b"HTTP/1.1":
         keep_alive = True
@@ -130,34 +192,40 @@ def _parse_head(head: bytes) -> tuple[int, bool] | None:
         keep_alive = False
     else:
         return None
-    body_bytes = 0
-    if header_block:
-        for line in header_block.split(b"\r\n"):
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip():
+    if not header_block:
+        return 0, keep_alive
+    lines = header_block.split(b"\r\n")
+    if len(lines) > max_headers:
+        return None
+    body_bytes = -1
+    for line in lines:
+        match = _HEADER_LINE.fullmatch(line)
+        if match is None:
+            return None
+        name = match[1].lower()
+        if name == b"content-length":
+            value = match[2]
+            # Repeated or conflicting lengths are how requests get smuggled (RFC 9112
+            # 6.3): refuse them all rather than choose one.
+            if body_bytes >= 0 or not value.isdigit() or len(value) > MAX_CONTENT_LENGTH_DIGITS:
                 return None
-            name = name.lower()
-            if name == b"content-length":
-                value = value.strip()
-                if not value.isdigit():
-                    return None
-                body_bytes = int(value)
-            elif name == b"transfer-encoding":
-                return None  # chunked bodies are out of scope: refuse rather than misframe
-            elif name == b"connection":
-                token = value.strip().lower()
-                if token == b"close":
-                    keep_alive = False
-                elif token == b"keep-alive":
-                    keep_alive = True
-    return body_bytes, keep_alive
+            body_bytes = int(value)
+        elif name == b"transfer-encoding":
+            return None  # chunked bodies are out of scope: refuse rather than misframe
+        elif name == b"connection":
+            token = match[2].lower()
+            if token == b"close":
+                keep_alive = False
+            elif token == b"keep-alive":
+                keep_alive = True
+    return max(body_bytes, 0), keep_alive
 
 
 class SessionFactory(Protocol):
-    def __call__(self) -> Session: ...
+    def __call__(self, max_headers: int = MAX_HEADERS) -> Session: ...
 
 
-def _echo_session() -> Session:
+def _echo_session(max_headers: int = MAX_HEADERS) -> Session:
     return _ECHO
 
 
