@@ -60,7 +60,7 @@ from servers.backends import (
     create_backend,
 )
 from servers.counters import Counters
-from servers.protocols import PROTOCOLS, ProtocolName, Session
+from servers.protocols import PROTOCOLS, ProtocolName, Session, SessionFactory
 
 log = logging.getLogger("muxlab.server")
 
@@ -245,14 +245,17 @@ class Server:
         backend: Backend | None = None,
         listener: socket.socket | None = None,
         on_snapshot: Callable[[dict[str, Any]], None] | None = None,
+        session_factory: SessionFactory | None = None,
     ) -> None:
+        # ``session_factory`` replaces the protocol's sessions (tests: a session that
+        # raises, to prove one connection's failure stays with it).
         self.config = config
         self._on_snapshot = on_snapshot
         self.backend = backend if backend is not None else create_backend(config.backend)
         self.listener = listener or open_listener(config.host, config.port, config.backlog)
         self.listener.setblocking(False)
         self.counters = Counters()
-        self._new_session = PROTOCOLS[config.protocol]
+        self._new_session = session_factory or PROTOCOLS[config.protocol]
         self._drain = self.backend.edge_triggered
         self._read_bytes = config.read_bytes
         self._high_water_bytes = config.high_water_bytes

@@ -80,3 +80,68 @@ def test_http_close_requests_end_the_connection(request_bytes: bytes) -> None:
     session = HttpSession()
     assert session.data_received(request_bytes + GET) == HTTP_OK_CLOSE
     assert session.wants_close
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 1234567890123456789\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-A: a\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-A: a\r\n\tfolded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-A: a\nX-B: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-A: a\0b\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\n\r\n",
+        b"GET /\tx HTTP/1.1\r\n\r\n",
+        b"GET /\x7f HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX A: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-A : b\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X-H: v\r\n" * 101 + b"\r\n",
+    ],
+    ids=[
+        "conflicting-content-length", "repeated-content-length",
+        "content-length-with-transfer-encoding", "5000-digit-content-length",
+        "19-digit-content-length", "negative-content-length", "obs-fold-space",
+        "obs-fold-tab", "bare-cr", "bare-lf", "nul-in-value", "control-in-target",
+        "tab-in-target", "del-in-target", "space-in-name", "space-before-colon",
+        "101-headers",
+    ],
+)  # fmt: skip
+def test_http_ambiguous_head_gets_400_and_close(head: bytes) -> None:
+    session = HttpSession()
+    assert session.data_received(GET + head + GET) == HTTP_OK + HTTP_BAD_REQUEST
+    assert session.wants_close
+
+
+def test_http_header_count_limit_is_configurable() -> None:
+    head = b"GET / HTTP/1.1\r\n" + b"X-H: v\r\n" * 5 + b"\r\n"
+    assert HttpSession(max_headers=5).data_received(head) == HTTP_OK
+    assert HttpSession(max_headers=4).data_received(head) == HTTP_BAD_REQUEST
+
+
+def test_http_18_digit_content_length_is_a_body_to_skip() -> None:
+    session = HttpSession()
+    assert session.data_received(b"POST / HTTP/1.1\r\nContent-Length: 999999999999999999\r\n\r\n")
+    assert session.attention and not session.wants_close  # a request in progress
+
+
+def test_http_unfinished_request_is_flagged_and_numbered() -> None:
+    """The loop's header timeout relies on these: attention while part of a request is
+    held, and partial_seq changing only when a new unfinished request begins."""
+    session = HttpSession()
+    assert session.data_received(b"GET / HT") == b""
+    assert session.attention
+    first = session.partial_seq
+    assert session.data_received(b"TP/1.1\r\n") == b""
+    assert session.partial_seq == first  # the same request, still unfinished
+    assert session.data_received(b"\r\n" + GET[:5]) == HTTP_OK
+    assert session.attention and session.partial_seq == first + 1  # a new one began
+    assert session.data_received(GET[5:]) == HTTP_OK
+    assert not session.attention
+    assert session.timed_out().startswith(b"HTTP/1.1 408 ")
+    assert session.wants_close
