@@ -89,6 +89,7 @@ class ServerProcess(ChildServer):
         env: dict[str, str] | None = None,
         command: Sequence[str] = ("-m", "muxlab", "serve"),
         impl_option: str = "--backend",
+        cwd: str | os.PathLike[str] | None = None,
     ) -> None:
         # ``command`` and ``impl_option`` let the sweep start a reference peer
         # (``-m servers.peers --impl NAME``) the same way: a peer takes the same address
@@ -103,6 +104,7 @@ class ServerProcess(ChildServer):
         self.argv += list(extra_args)
         self.ready_timeout_s = ready_timeout_s
         self.env = env
+        self.cwd = cwd  # another source tree's root, to run its ``-m muxlab``
         self.host = host
         self.port = 0
         self.final_counters: dict[str, Any] | None = None
@@ -122,6 +124,7 @@ class ServerProcess(ChildServer):
             stderr=subprocess.PIPE,
             text=True,
             env=self.env,
+            cwd=self.cwd,
         )
         assert self._proc.stdout is not None and self._proc.stderr is not None
         threading.Thread(target=self._pump, args=(self._proc.stdout,), daemon=True).start()
