@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from muxlab.cli import main as muxlab_main
+from servers.loop import Server, ServerFailedError
 from servers.process import READY_RE
 from tests.conftest import ServerFactory
 
@@ -65,6 +67,9 @@ def test_counters_can_be_read_repeatedly_from_a_running_server(
         (["--host", "no-such-host.invalid"], "cannot resolve host"),
         (["--cpu", "999"], "cannot pin to CPU 999"),
         (["--low-water", "10", "--high-water", "5"], "--low-water"),
+        (["--max-connections", "0"], "--max-connections must be positive"),
+        (["--max-output-bytes", "0"], "--max-output-bytes and --max-headers must be positive"),
+        (["--header-timeout", "-1"], "--header-timeout, --idle-timeout and --et-read-budget"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -101,3 +106,25 @@ def test_server_lifts_its_soft_descriptor_limit_to_the_hard_one() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
+
+
+def test_a_failed_listener_or_backend_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """How the loop's ServerFailedError reaches the user (the loop side is proved in
+    tests/test_server_isolation.py): the counters line, then one line, exit 1."""
+
+    def fail(self: Server) -> None:
+        self._close_all()
+        raise ServerFailedError("the listening socket failed: EINVAL (Invalid argument)")
+
+    monkeypatch.setattr(Server, "run", fail)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's handlers
+    status = muxlab_main(["serve", "--port", "0"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert err.splitlines() == [
+        "muxlab serve: error: the listening socket failed: EINVAL (Invalid argument)"
+    ]
+    assert READY_RE.match(out.splitlines()[0])
+    assert out.splitlines()[1].startswith("muxlab: counters {")
