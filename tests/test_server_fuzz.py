@@ -1,11 +1,13 @@
 """Arbitrary bytes, split anywhere, over several connections at once, against one running
 server per backend and protocol. After every case: the server is alive, a fresh client is
-answered correctly, its open connections are back to zero, and its counters add up."""
+answered correctly, its open connections and descriptors are back to their baseline, and
+its counters add up."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import random
 import socket
 import struct
@@ -32,6 +34,13 @@ HTTP_FRAGMENTS = [
 ]  # fmt: skip
 
 CASES_PLAYED: Counter[int] = Counter()  # by server pid
+BASELINE_FDS: dict[int, int] = {}  # by server pid, before any client
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 Ending = str  # how a client leaves: "close", "reset" or "half-close"
 
 
@@ -57,6 +66,7 @@ def _params() -> list[object]:
 def fuzzed_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     backend, protocol = request.param
     with ServerProcess(backend, protocol, extra_args=["--header-timeout", "2"]) as server:
+        BASELINE_FDS[server.pid] = open_fds(server.pid)
         yield server
 
 
@@ -131,6 +141,7 @@ def check_case(
     assert server.returncode is None, server.stderr
     assert fresh_client_is_answered(server, protocol)
     assert wait_for(lambda: server.counters()["connections_open"] == 0)
+    assert open_fds(server.pid) == BASELINE_FDS[server.pid]  # no descriptor leaked
     counters = server.counters()
     assert counters["connections_accepted"] == counters["connections_closed"]
 
