@@ -392,7 +392,11 @@ class Server:
         return max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9)
 
     def _on_connection_error(self, conn: Connection, exc: Exception) -> None:
-        """Whatever one connection's handling raised ends that connection, not the server."""
+        """Whatever one connection's handling raised ends that connection, not the server;
+        except the listener or the backend failing on the way (closing a connection
+        resumes accepting, for one), which stops it."""
+        if isinstance(exc, ServerFailedError):
+            raise exc
         kind = exception_kind(exc)
         if conn.closed:
             self.counters.errors[kind] += 1
@@ -611,26 +615,30 @@ class Server:
                 conn.mark_ns = now_ns
             elif now_ns - conn.mark_ns >= header_timeout:
                 self._unfinished.discard(conn)
-                self._time_out(conn, session.timed_out(), "header_timeout")
+                self._time_out(conn, "header_timeout")
         if self._idle_timeout_ns:
             idle_ms = self._idle_timeout_ns // 1_000_000
             for conn in list(self._conns.values()):
                 quiet_ms = tcp_idle_ms(conn.sock)
                 if quiet_ms is not None and quiet_ms >= idle_ms:
-                    self._time_out(conn, b"", "idle_timeout")
+                    self._time_out(conn, "idle_timeout")
 
-    def _time_out(self, conn: Connection, reply: bytes, kind: str) -> None:
-        """Close now: the reply (408) goes out only if nothing is queued before it and
-        the kernel takes it at once; a client that stalls does not get to stall the close."""
+    def _time_out(self, conn: Connection, kind: str) -> None:
+        """Close now. A header timeout's reply (408) goes out only if nothing is queued
+        before it and the kernel takes it at once: a stalled client cannot stall the close."""
         self.counters.errors[kind] += 1
-        if reply and not conn.out_bytes:
-            try:
-                sent = conn.send(reply)
-            except OSError:
-                sent = 0
-            self.counters.writes += 1
-            self.counters.bytes_out += sent
-        self._close(conn)
+        try:
+            reply = conn.session.timed_out() if kind == "header_timeout" else b""
+            if reply and not conn.out_bytes:
+                try:
+                    sent = conn.send(reply)
+                except OSError:
+                    sent = 0
+                self.counters.writes += 1
+                self.counters.bytes_out += sent
+            self._close(conn)
+        except Exception as exc:
+            self._on_connection_error(conn, exc)
 
     # -- accepting and closing -----------------------------------------------------------
 
@@ -700,7 +708,7 @@ class Server:
         self.counters.connections_open += 1
 
     def _pause_accepting(self, exc: OSError) -> None:
-        self.backend.unregister(self._listen_fd)
+        self._change_listener_interest(self.backend.unregister)
         self._accept_paused = True
         self._accept_retry_ns = time.monotonic_ns() + int(ACCEPT_RETRY_S * 1e9)
         if self._accept_failing:
@@ -719,7 +727,17 @@ class Server:
         self._accept_paused = False
         # Registering re-checks readiness, so a backlog that filled meanwhile is reported
         # at once, even edge-triggered.
-        self.backend.register(self._listen_fd, READ)
+        self._change_listener_interest(lambda fd: self.backend.register(fd, READ))
+
+    def _change_listener_interest(self, change: Callable[[int], None]) -> None:
+        """The listener's registration failing is the backend failing: stop the server."""
+        try:
+            change(self._listen_fd)
+        except OSError as exc:
+            raise ServerFailedError(
+                f"{self.backend.name} could not watch the listener: "
+                f"{error_kind(exc)} ({exc.strerror})"
+            ) from exc
 
     def _close(self, conn: Connection, error: str | None = None) -> None:
         if conn.closed:
