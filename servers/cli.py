@@ -85,7 +85,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=int,
         default=defaults.max_output_bytes,
         help="bound on the queued output of all connections together; past it, reading "
-        "stops on every connection holding queued output until the total is below 3/4 of it",
+        "stops on every connection holding queued output until the total is below 3/4 of it "
+        "or that connection's own queue is empty",
     )
     parser.add_argument(
         "--max-headers",

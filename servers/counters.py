@@ -35,7 +35,8 @@ class Counters:
     connections_closed: int = 0
     read_pauses: int = 0
     peak_output_bytes: int = 0
-    # The server-wide output bound (--max-output-bytes): engagements, largest total.
+    # The server-wide output bound (--max-output-bytes): connections it paused, and the
+    # largest total queued output.
     output_pauses: int = 0
     peak_total_output_bytes: int = 0
     # ET reads stopped by --et-read-budget, to be resumed on the next loop turn.

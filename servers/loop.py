@@ -504,13 +504,14 @@ class Server:
     def _pause_for_total_output(self) -> None:
         """Past ``max_output_bytes`` in total, stop reading every connection that holds
         queued output: those are the ones with the most (the others hold none), and the
-        only ones whose replies are not leaving. Reading resumes below 3/4 of the bound."""
-        self.counters.output_pauses += 1
+        only ones whose replies are not leaving. Reading resumes once the total is below
+        3/4 of the bound, or, for one connection, once its own queue is empty."""
         for conn in self._conns.values():
             if conn.out_bytes and not conn.paused:
                 self._pause_for_output(conn)
 
     def _pause_for_output(self, conn: Connection) -> None:
+        self.counters.output_pauses += 1
         conn.paused = True
         self._output_paused.add(conn)
         self._update_interest(conn)
@@ -568,12 +569,15 @@ class Server:
             return
         if self._output_paused and self._total_out <= self._output_resume_bytes:
             self._resume_after_total_output()
-        if (
-            conn.paused
-            and conn.out_bytes <= self.config.low_water_bytes
-            and conn not in self._output_paused
-        ):
-            conn.paused = False
+        if conn.paused and conn.out_bytes <= self.config.low_water_bytes:
+            if not conn.out_bytes:
+                # Its client reads what it is sent: whatever the total, reading it again
+                # adds at most one read's reply, and a client that keeps up is not held
+                # hostage by the ones that never read.
+                self._output_paused.discard(conn)
+                conn.paused = False
+            elif conn not in self._output_paused:
+                conn.paused = False
         self._update_interest(conn)
 
     def _update_interest(self, conn: Connection) -> None:

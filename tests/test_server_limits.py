@@ -181,6 +181,24 @@ def test_total_queued_output_is_bounded_and_drains_byte_for_byte(
     assert counters["peak_total_output_bytes"] <= bound + clients * read_bytes
     assert_serves_echo = connect(server.address)
     assert echo_chunks(assert_serves_echo, [b"still served"]) == b"still served"
+    # A client that starts reading late, with a small receive buffer, while the hogs keep
+    # the total over the bound: its replies queue, it is paused, and reading it resumes
+    # each time its own queue empties, so its whole echo comes back.
+    paused_before = server.counters()["output_pauses"]
+    slow_reader = socket.socket()
+    slow_reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow_reader.settimeout(10)
+    slow_reader.connect(server.address)
+    payload = os.urandom(8 << 20)
+    sender = threading.Thread(target=slow_reader.sendall, args=(payload,), daemon=True)
+    sender.start()
+    try:
+        time.sleep(0.5)  # not asserted: lets the server queue replies it cannot send yet
+        assert recv_exactly(slow_reader, len(payload)) == payload
+    finally:
+        sender.join(timeout=10)
+        slow_reader.close()
+    assert server.counters()["output_pauses"] > paused_before
     # Each hog drains: every byte comes back, in order.
     results: dict[int, bytes] = {}
 
