@@ -203,6 +203,13 @@ def descriptor_budget() -> int:
     return max(1, soft - FD_RESERVE)
 
 
+def sweep_period_ns(*timeouts_ns: int) -> int:
+    """A tenth of the shortest timeout that is on, within the sweep's bounds."""
+    shortest = min((t for t in timeouts_ns if t), default=0)
+    low, high = int(SWEEP_PERIOD_MIN_S * 1e9), int(SWEEP_PERIOD_MAX_S * 1e9)
+    return min(max(shortest // 10, low), high)
+
+
 def tcp_idle_ms(sock: socket.socket) -> int | None:
     """Milliseconds since data last went either way on ``sock`` (``tcp(7)``, TCP_INFO), or
     ``None`` when the kernel cannot say (not a TCP socket)."""
@@ -279,12 +286,7 @@ class Server:
         self._header_timeout_ns = int((config.header_timeout_s or 0) * 1e9)
         self._idle_timeout_ns = int((config.idle_timeout_s or 0) * 1e9)
         self._unfinished: set[Connection] = set()
-        active = [t for t in (self._header_timeout_ns, self._idle_timeout_ns) if t]
-        self._sweep_period_ns = int(
-            min(
-                max(min(active, default=0) / 10, SWEEP_PERIOD_MIN_S * 1e9), SWEEP_PERIOD_MAX_S * 1e9
-            )
-        )
+        self._sweep_period_ns = sweep_period_ns(self._header_timeout_ns, self._idle_timeout_ns)
         self._next_sweep_ns = 0
         self._listen_fd = self.listener.fileno()
         self._accept_paused = False
