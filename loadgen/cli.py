@@ -13,7 +13,13 @@ import signal
 import sys
 from pathlib import Path
 
-from loadgen.config import DEFAULT_CONNECT_RATE_CPS, LOAD_PROTOCOLS, LoadConfig, parse_cpu_list
+from loadgen.config import (
+    DEFAULT_CONNECT_RATE_CPS,
+    LOAD_PROTOCOLS,
+    LoadConfig,
+    parse_cpu_list,
+    parse_header,
+)
 from loadgen.report import format_progress, format_summary
 from loadgen.runner import Progress, run_load
 from muxlab.atomic import write_json_atomic
@@ -42,8 +48,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--protocol",
         choices=LOAD_PROTOCOLS,
         default="echo",
-        help="echo: verified byte for byte; http: GET /, 200 with Content-Length expected",
+        help="echo: verified byte for byte; http: any HTTP/1.1 server, 2xx replies expected",
     )
+    add("--method", default="GET", help="http: request method (no body is sent)")
+    add("--path", default="/", help="http: request target")
+    add("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'",
+        help="http: add this request header (repeatable); Host is set unless given")  # fmt: skip
     add("--connections", type=int, default=10, help="active connections")
     add(
         "--idle",
@@ -112,6 +122,9 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         rate_rps=args.rate,
         connect_rate_cps=args.connect_rate,
         timeout_s=args.timeout,
+        method=args.method,
+        path=args.path,
+        headers=tuple(parse_header(h) for h in args.header),
     )
 
 

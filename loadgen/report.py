@@ -49,7 +49,7 @@ def format_summary(result: LoadResult) -> str:
     lines.append(
         f"  connections  {conns.active:,} active, {conns.idle:,} idle "
         f"({conns.idle_open_at_end:,} still open at the end), "
-        f"{conns.connect_errors:,} connect errors"
+        f"{conns.connect_errors:,} connect errors, {result.reconnects:,} reconnects"
     )
     lines.append(
         "  client cpu   "

@@ -49,6 +49,7 @@ class LoadResult:
     histogram_uncorrected: str | None
     interrupted: bool = False
     worker_failures: tuple[str, ...] = ()
+    reconnects: int = 0
 
     @property
     def rps(self) -> float:
@@ -91,6 +92,7 @@ class LoadResult:
             "per_second": list(self.per_second),
             "client_cpu": [round(u, 4) for u in self.client_cpu],
             "connections": dataclasses.asdict(self.connections),
+            "reconnects": self.reconnects,
             "histogram": self.histogram,
             "histogram_uncorrected": self.histogram_uncorrected,
             "worker_failures": list(self.worker_failures),
@@ -144,4 +146,5 @@ def merge_reports(
         ),
         interrupted=interrupted,
         worker_failures=tuple(worker_failures),
+        reconnects=sum(r.reconnects for r in reports),
     )

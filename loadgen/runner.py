@@ -42,6 +42,9 @@ GO_LEAD_NS = 20_000_000
 STOP_ALLOWANCE_S = 5.0
 WORKER_LOST = "worker_lost"
 WORKER_FAILED = "worker_failed"
+# A worker not ready by the start deadline is told to stop and counted: starting it late
+# would measure a shorter window than the others, silently.
+WORKER_NOT_READY = "worker_not_ready"
 
 PhaseCallback = Callable[[str], None]
 
@@ -168,6 +171,21 @@ class _Session:
     def waiting_for_ready(self) -> bool:
         return any(index not in self.ready for index in self.pipes.values())
 
+    def stop_unready(self) -> None:
+        """Stop and count the workers that missed the start deadline."""
+        for pipe, index in list(self.pipes.items()):
+            if index in self.ready:
+                continue
+            self.failures.append(f"worker {index}: not ready by the start deadline")
+            self.errors[WORKER_NOT_READY] += 1
+            try:
+                pipe.send(("stop",))
+            except OSError:
+                self._lose(pipe, index)
+                continue
+            # Its report, if it sends one, has no window; it is not waited for.
+            self._retire(pipe)
+
     def send_all(self, message: tuple[object, ...]) -> None:
         for pipe in list(self.pipes):
             try:
@@ -282,6 +300,7 @@ def run_load(
             )
             while session.waiting_for_ready() and time.monotonic_ns() < ready_deadline:
                 session.receive(0.1)
+            session.stop_unready()
             phases = Phases.starting_at(
                 time.monotonic_ns() + GO_LEAD_NS, config.warmup_s, config.duration_s
             )

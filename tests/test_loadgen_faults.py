@@ -21,7 +21,7 @@ import pytest
 
 from loadgen import LoadConfig, run_load
 from loadgen.config import LoadProtocol
-from loadgen.verify import echo_filler, echo_message
+from loadgen.protocols.echo import echo_filler, echo_message
 from servers.process import ServerProcess
 from servers.protocols import HTTP_OK
 from tests.conftest import ServerFactory
@@ -158,7 +158,10 @@ def test_idle_connections_closed_by_the_server_are_reported(
     ("reply", "kind"),
     [
         (HTTP_OK.replace(b"200 OK", b"500 Internal Server Error"), "http_status"),
-        (HTTP_OK.replace(b"Content-Length: 18\r\n", b""), "http_framing"),
+        (
+            HTTP_OK.replace(b"Content-Length: 18", b"Content-Length: 18\r\nContent-Length: 9"),
+            "http_framing",
+        ),
         (HTTP_OK.replace(b"Content-Length: 18", b"Content-Length: 5"), "unexpected_data"),
     ],
 )

@@ -13,6 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loadgen.config import LoadConfig, default_processes, parse_cpu_list, resolve
+from loadgen.connection import Conn
+from loadgen.protocols.echo import EchoClient, classify_echo, echo_filler, echo_message
+from loadgen.protocols.http import HttpClient
 from loadgen.recording import (
     HIGHEST_US,
     BatchRecorder,
@@ -24,19 +27,16 @@ from loadgen.report import format_summary
 from loadgen.result import ConnectionCounts, LoadResult
 from loadgen.schedule import Pacer, Phases, split_evenly
 from loadgen.verify import (
+    CLOSED,
+    CLOSED_MID_REPLY,
     ECHO_CORRUPT,
     ECHO_CROSSTALK,
     ECHO_REORDER,
     HTTP_FRAMING,
     HTTP_STATUS,
     UNEXPECTED_DATA,
-    VerifyError,
-    classify_echo,
-    echo_filler,
-    echo_message,
-    parse_http_replies,
 )
-from loadgen.worker import Conn, Worker, WorkerSpec
+from loadgen.worker import Worker, WorkerSpec
 from muxlab.errors import UsageError
 from servers.protocols import HTTP_OK
 
@@ -97,32 +97,131 @@ def test_data_when_nothing_is_owed_is_unexpected() -> None:
 # -- HTTP verification ---------------------------------------------------------------------
 
 
-def test_http_whole_and_partial_replies() -> None:
-    assert parse_http_replies(HTTP_OK * 3, 3, b"") == (3, 3 * len(HTTP_OK), HTTP_OK)
-    replies, consumed, _ = parse_http_replies(HTTP_OK + HTTP_OK[:20], 2, b"")
-    assert (replies, consumed) == (1, len(HTTP_OK))
+class HttpHarness:
+    """An HttpClient on one socket-pair connection, recording what it asked the worker."""
+
+    def __init__(self, pipeline: int = 4) -> None:
+        spec = WorkerSpec(index=0, family=socket.AF_UNIX, sockaddr=(), protocol="http",
+                          http_request=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", first_cid=0,
+                          active=1, idle=0, all_active=1, size_bytes=64, pipeline=pipeline,
+                          rate_rps=None, connect_rate_cps=1.0, timeout_s=1.0, cpu=None,
+                          fds_needed=0, progress=False)  # fmt: skip
+        self.failed: list[str] = []
+        self.reopened: list[bytes] = []
+        self.client = HttpClient(spec, self._fail, self._reopen)
+        self.ours, self.theirs = socket.socketpair()
+        self.conn = Conn(self.ours, cid=0)
+
+    def _fail(self, c: Conn, kind: str) -> None:
+        self.failed.append(kind)
+
+    def _reopen(self, c: Conn, payload: bytes) -> bool:
+        self.reopened.append(payload)
+        c.attach(self.ours)
+        return True
+
+    def owe(self, n: int) -> None:
+        self.conn.sent.extend([0] * n)
+
+    def feed(self, *pieces: bytes) -> int:
+        total = 0
+        for piece in pieces:
+            n = self.client.absorb(self.conn, piece)
+            if n < 0:
+                return n
+            for _ in range(n):  # as the worker does: the answered requests leave
+                self.conn.sent.popleft()
+            total += n
+        return total
+
+    def close(self) -> None:
+        self.ours.close()
+        self.theirs.close()
 
 
-def test_http_reply_with_another_date_header_is_parsed_and_remembered() -> None:
+@pytest.fixture
+def http() -> Iterator[HttpHarness]:
+    harness = HttpHarness()
+    yield harness
+    harness.close()
+
+
+def test_http_whole_and_partial_replies(http: HttpHarness) -> None:
+    http.owe(3)
+    assert http.feed(HTTP_OK * 2 + HTTP_OK[:20]) == 2
+    assert http.conn.partial
+    assert http.feed(HTTP_OK[20:]) == 1
+    assert not http.conn.partial and http.failed == []
+
+
+def test_identical_replies_become_the_fast_paths_known_reply(http: HttpHarness) -> None:
     other = HTTP_OK.replace(b"\r\n\r\n", b"\r\nDate: now\r\n\r\n", 1)
-    assert parse_http_replies(other, 1, HTTP_OK) == (1, len(other), other)
+    http.owe(2)
+    assert http.feed(other * 2) == 2
+    assert http.client.known == other
+    assert http.client.known_mult[2] == other * 2
+
+
+def test_chunked_reply_in_pieces(http: HttpHarness) -> None:
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n0\r\n\r\n")  # fmt: skip
+    http.owe(2)
+    pieces = [chunked[i : i + 7] for i in range(0, len(chunked), 7)]
+    assert http.feed(*pieces, chunked) == 2
+    assert http.failed == []
+
+
+def test_connection_close_reply_reopens_with_the_unanswered_requests(http: HttpHarness) -> None:
+    closing = HTTP_OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+    http.owe(3)
+    assert http.feed(HTTP_OK + closing) == 2
+    assert http.reopened == [http.client.request]  # the third request, sent again
+    assert http.failed == []
+
+
+def test_eof_between_replies_reopens_and_in_a_reply_fails(http: HttpHarness) -> None:
+    http.owe(2)
+    assert http.feed(HTTP_OK, b"") == -1
+    assert http.reopened == [http.client.request]
+    assert http.feed(HTTP_OK[:30], b"") == -1
+    assert http.failed == [CLOSED_MID_REPLY]
+
+
+def test_eof_before_any_reply_is_an_error(http: HttpHarness) -> None:
+    http.owe(1)
+    assert http.feed(b"") == -1
+    assert http.failed == [CLOSED]
+    assert http.reopened == []
+
+
+def test_http10_body_delimited_by_the_close(http: HttpHarness) -> None:
+    http.owe(1)
+    assert http.feed(b"HTTP/1.0 200 OK\r\n\r\nsome body", b" more") == 0
+    assert http.feed(b"") == 1
+    assert http.reopened == [b""]
 
 
 @pytest.mark.parametrize(
     ("reply", "kind"),
     [
         (HTTP_OK.replace(b"200 OK", b"503 Busy"), HTTP_STATUS),
-        (HTTP_OK.replace(b"Content-Length", b"X-Length"), HTTP_FRAMING),
-        (HTTP_OK.replace(b"Content-Length: 18", b"Transfer-Encoding: chunked"), HTTP_FRAMING),
+        (HTTP_OK.replace(b"200 OK", b"404 Not Found"), HTTP_STATUS),
+        (
+            HTTP_OK.replace(b"Content-Length: 18", b"Content-Length: 18\r\nContent-Length: 5"),
+            HTTP_FRAMING,
+        ),
+        (HTTP_OK.replace(b"Content-Length: 18", b"Content-Length: 1" + b"0" * 5000), HTTP_FRAMING),
+        (HTTP_OK.replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n", 1), HTTP_FRAMING),
+        (HTTP_OK.replace(b"Content-Length: 18", b"Content-Length: 18\r\n folded"), HTTP_FRAMING),
         (b"garbage\r\n\r\n", HTTP_FRAMING),
         (HTTP_OK + b"extra", UNEXPECTED_DATA),
-        (b"x" * 20000, HTTP_FRAMING),
+        (HTTP_OK * 2, UNEXPECTED_DATA),
     ],
 )
-def test_http_bad_replies(reply: bytes, kind: str) -> None:
-    with pytest.raises(VerifyError) as info:
-        parse_http_replies(reply, 1, b"")
-    assert info.value.kind == kind
+def test_http_bad_replies(http: HttpHarness, reply: bytes, kind: str) -> None:
+    http.owe(1)
+    assert http.feed(reply) == -1
+    assert http.failed == [kind]
 
 
 # -- recording -----------------------------------------------------------------------------
@@ -298,6 +397,8 @@ def test_replies_in_any_pieces_settle_every_message(
     echo_worker: tuple[Worker, Conn], batches: list[int], seed: int
 ) -> None:
     worker, conn = echo_worker
+    client = worker.client
+    assert isinstance(client, EchoClient)
     conn.owed.clear()
     conn.owed_pos = conn.got = conn.seq = 0
     conn.expect = None
@@ -310,14 +411,14 @@ def test_replies_in_any_pieces_settle_every_message(
         nonlocal unanswered, settled
         while nbytes:
             cut = rng.randint(1, nbytes)
-            settled += worker._absorb_echo(conn, unanswered[:cut])
+            settled += client.absorb(conn, unanswered[:cut])
             unanswered = unanswered[cut:]
             nbytes -= cut
 
     for count in batches:  # sent in batches, as a refill sends n messages at once
         payload = b"".join(echo_message(0, conn.seq + i, filler) for i in range(count))
         conn.seq += count
-        worker._owe(conn, payload)
+        client.owe(conn, payload)
         unanswered += payload
         answer(rng.randint(0, len(unanswered)))  # replies may stop mid-message
     answer(len(unanswered))
