@@ -29,7 +29,7 @@ from loadgen import LoadConfig, run_load
 from servers.peers import NginxServer, nginx_path
 from servers.process import ServerProcess
 from tests.conftest import require_tool
-from tests.http_peers import DefaultKeepaliveNginx
+from tests.http_servers import DefaultKeepaliveNginx
 
 CONNECTIONS = 100
 DURATION_S = 5

@@ -2,7 +2,8 @@
 
 Exit status: 0 when the run completed with no error, 1 when it completed with errors (a
 server that died or stalled included), 2 when the options or the machine made it
-impossible to start, 130 after Ctrl-C (the partial result is still written).
+impossible to start, 3 when an open loop achieved less than 99% of its offered rate
+without errors (overloaded), 130 after Ctrl-C (the partial result is still written).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "Open connections at --connect-rate, warm up, then measure for --duration: "
             "closed loop (--pipeline requests in flight per connection) or open loop "
             "(--rate, latency corrected for coordinated omission). Every reply is verified. "
-            "Exit 0: no errors; 1: errors; 2: could not start; 130: interrupted."
+            "Exit 0: no errors; 1: errors; 2: could not start; 3: open loop overloaded "
+            "(achieved < 99% of --rate, no errors); 130: interrupted."
         ),
         formatter_class=HelpFormatter,
     )

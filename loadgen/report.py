@@ -40,6 +40,14 @@ def format_summary(result: LoadResult) -> str:
             else "none"
         ),
     ]
+    slots = result.open_loop
+    if slots is not None:
+        lines.append(
+            f"  open loop    offered {slots.offered_rps:,.0f} req/s, sent {slots.sent_rps:,.0f}, "
+            f"achieved {slots.achieved_rps:,.0f}; of {slots.due:,} due: {slots.answered:,} "
+            f"answered, {slots.late:,} late, {slots.refused:,} refused"
+            + ("  OVERLOADED" if slots.overloaded else "")
+        )
     if result.latency_uncorrected is not None:
         lines.append(_latency_line("latency", result.latency) + "  (corrected)")
         lines.append(_latency_line("latency", result.latency_uncorrected) + "  (uncorrected)")

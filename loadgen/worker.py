@@ -115,6 +115,18 @@ class WorkerSpec:
 
 
 @dataclass(frozen=True)
+class SlotCounts:
+    """Open loop: what became of the slots due in the window (``due`` = the other three
+    summed: every slot is answered in the window, late at its end, or refused)."""
+
+    due: int
+    sent: int
+    answered: int
+    late: int
+    refused: int
+
+
+@dataclass(frozen=True)
 class RampReport:
     active: int
     idle: int
@@ -137,6 +149,7 @@ class WorkerReport:
     idle_open_at_end: int
     connect_errors: int
     reconnects: int
+    slots: SlotCounts | None  # open loop only
     histogram: str
     histogram_uncorrected: str | None
 
@@ -173,6 +186,13 @@ class Worker:
         self.window_start: tuple[int, int, int, float] = (0, 0, 0, 0.0)
         self.window_counts: tuple[int, int, int, float, int] = (0, 0, 0, 0.0, 0)
         self.per_second: list[int] = []
+        # Open loop: the slot schedule, and what became of the slots due in the window.
+        self.pacer: Pacer | None = None
+        self.slots_due = 0
+        self.slots_sent = 0
+        self.slots_answered = 0
+        self.slots_late = 0
+        self.slots_refused = 0
 
     # -- whole life ----------------------------------------------------------------------
 
@@ -346,8 +366,10 @@ class Worker:
         unc_append = self.recorder_uncorrected.pending.append
         per_second = self.per_second
         measure_start_ns = self.phases.measure_start_ns
-        pacer = Pacer(self.phases.warmup_start_ns, self.spec.rate_rps)
+        end_ns = self.phases.end_ns
+        pacer = self.pacer = Pacer(self.phases.warmup_start_ns, self.spec.rate_rps)
         done_total = 0
+        due_count = answered = 0  # slots due in the window; replies to them in the window
         sending = True
         measuring = False
         next_tick_ns = 0
@@ -368,8 +390,10 @@ class Worker:
             now = clock()
             if now >= next_tick_ns:
                 self.done_total = done_total
+                self.slots_due, self.slots_answered = due_count, answered
                 if not self.tick(now):
                     return
+                due_count = self.slots_due  # the window's close adds the slots no pass took
                 next_tick_ns = self.next_tick_ns
                 sending = self.sending
                 measuring = self.measuring
@@ -401,15 +425,28 @@ class Worker:
                 sent = c.sent
                 intended = c.intended
                 for _ in range(n):
-                    lat_append((now - intended.popleft()) // 1000)
-                    unc_append((now - sent.popleft()) // 1000)
+                    due = intended.popleft()
+                    sent_ns = sent.popleft()
+                    # Only slots due in the window count, and only while it is open
+                    # (after its end they were counted late, censored at the end).
+                    if measure_start_ns <= due < end_ns and now < end_ns:
+                        answered += 1
+                        lat_append((now - due) // 1000)
+                        unc_append((now - sent_ns) // 1000)
                 if sending and c.backlog:
                     send_requests(c, min(pipeline - len(sent), len(c.backlog)), c.backlog)
                 else:
                     rearm(c)
-            while sending and pacer.next_due_ns <= now and ring:
-                c = ring[pacer.slot % len(ring)]
+            while sending and pacer.next_due_ns <= now:
                 due = pacer.advance()
+                if measure_start_ns <= due < end_ns:
+                    due_count += 1
+                    if not ring:
+                        self.slots_refused += 1  # every connection failed (errors say why)
+                        continue
+                if not ring:
+                    continue
+                c = ring[pacer.slot % len(ring)]
                 if len(c.sent) < pipeline and not c.backlog:
                     c.backlog.append(due)
                     send_requests(c, 1, c.backlog)
@@ -438,7 +475,12 @@ class Worker:
         self.bytes_out += len(payload)
         c.sent.extend([t] * n)
         if due is not None:
-            c.intended.extend([due.popleft() for _ in range(n)])
+            assert self.phases is not None
+            intended = [due.popleft() for _ in range(n)]
+            c.intended.extend(intended)
+            if self.measuring:
+                start, end = self.phases.measure_start_ns, self.phases.end_ns
+                self.slots_sent += sum(1 for i in intended if start <= i < end)
         self.client.rearm(c)
 
     # -- the slow path: output, reconnects, failures ----------------------------------------
@@ -491,10 +533,20 @@ class Worker:
         """Count ``kind`` and close ``c``: after a bad reply the stream cannot be trusted."""
         self.errors[kind] += 1
         self.conns.pop(c.fd, None)
-        if c in self.ring:
-            self.ring.remove(c)
+        self._drop_slots(c)
         self.ep.unregister(c.fd)
         c.sock.close()
+
+    def _drop_slots(self, c: Conn) -> None:
+        """``c`` is gone: its slots due in the window so far are refused (open loop)."""
+        if c in self.ring:
+            self.ring.remove(c)
+        if self.phases is None or self.window_closed:
+            return  # warm-up slots are not counted; after the window they were late
+        start, end = self.phases.measure_start_ns, self.phases.end_ns
+        self.slots_refused += sum(1 for i in (*c.intended, *c.backlog) if start <= i < end)
+        c.intended.clear()
+        c.backlog.clear()
 
     def reopen(self, c: Conn, payload: bytes) -> bool:
         """The server ended ``c`` gracefully: connect again, then send ``payload`` first.
@@ -510,8 +562,7 @@ class Worker:
             sock = self._new_connection()
         except _ConnectFailed as exc:
             self.errors[exc.kind] += 1
-            if c in self.ring:
-                self.ring.remove(c)
+            self._drop_slots(c)
             return False
         c.attach(sock, connecting=True)
         self.conns[c.fd] = c
@@ -572,6 +623,8 @@ class Worker:
         if not self.measuring:
             return  # stopped during the warm-up: an empty window
         self.measuring = False
+        if self.pacer is not None:
+            self._censor_late(min(now, self.phases.end_ns))
         self._flush_latencies()
         cpu = os.times()
         done, bytes_in, bytes_out, cpu_s = self.window_start
@@ -583,6 +636,21 @@ class Worker:
             cpu.user + cpu.system - cpu_s,
             window_ns,
         )
+
+    def _censor_late(self, close_ns: int) -> None:
+        """Open loop: every slot due in the window and not answered by ``close_ns`` is
+        late, recorded as if answered at ``close_ns`` (a lower bound of its latency)."""
+        assert self.phases is not None and self.pacer is not None
+        start = self.phases.measure_start_ns
+        late: list[int] = [i for c in self.conns.values() for i in (*c.intended, *c.backlog)
+                           if start <= i < close_ns]  # fmt: skip
+        while self.pacer.next_due_ns < close_ns:  # came due, but no loop pass took it yet
+            due = self.pacer.advance()
+            if due >= start:
+                self.slots_due += 1
+                late.append(due)
+        self.slots_late = len(late)
+        self.recorder.pending.extend([(close_ns - i) // 1000 for i in late])
 
     def _flush_latencies(self) -> None:
         self.recorder.flush()
@@ -614,12 +682,20 @@ class Worker:
                 pass
         return still_open
 
+    def _slot_counts(self) -> SlotCounts | None:
+        if self.spec.rate_rps is None:
+            return None
+        return SlotCounts(self.slots_due, self.slots_sent, self.slots_answered,
+                          self.slots_late, self.slots_refused)  # fmt: skip
+
     def _report(self, ramp: RampReport) -> WorkerReport:
         self._discard_latencies()  # drain replies: outside the window
         idle_open = self._idle_open()
         if idle_open < len(self.idle_socks):
             self.errors[IDLE_CLOSED] += len(self.idle_socks) - idle_open
         requests_ok, bytes_in, bytes_out, cpu_s, window_ns = self.window_counts
+        if self.spec.rate_rps is not None:
+            requests_ok = self.slots_answered  # replies to the window's slots, in the window
         seconds = max(0, window_ns) // 1_000_000_000
         for c in self.conns.values():
             c.sock.close()
@@ -641,6 +717,7 @@ class Worker:
             idle_open_at_end=idle_open,
             connect_errors=ramp.connect_errors,
             reconnects=self.reconnects,
+            slots=self._slot_counts(),
             histogram=self.recorder.encode(),
             histogram_uncorrected=(
                 self.recorder_uncorrected.encode() if self.recorder_uncorrected else None
