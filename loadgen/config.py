@@ -23,7 +23,7 @@ LOAD_PROTOCOLS: tuple[LoadProtocol, ...] = get_args(LoadProtocol)
 # cannot be shorter than this.
 ECHO_HEADER_BYTES = 12
 MAX_SIZE_BYTES = 16 << 20
-# Latencies are recorded up to one hour (see recording.HIGHEST_US).
+# Latencies are recorded up to one hour (see recording.HIGHEST_NS).
 MAX_TIMEOUT_S = 3600.0
 # 2000 connections/s is well below what the slowest backend accepts (a Python accept loop
 # takes tens of thousands per second), so the listen backlog never overflows and no SYN

@@ -13,8 +13,8 @@ CLIENT_BOUND_CPU = 0.9
 
 def _latency_line(label: str, summary: LatencySummary) -> str:
     return (
-        f"  {label:<13}p50 {summary.p50:,} us  p90 {summary.p90:,} us  "
-        f"p99 {summary.p99:,} us  p99.9 {summary.p99_9:,} us  max {summary.max:,} us  "
+        f"  {label:<13}p50 {summary.p50:,.1f} us  p90 {summary.p90:,.1f} us  "
+        f"p99 {summary.p99:,.1f} us  p99.9 {summary.p99_9:,.1f} us  max {summary.max:,.1f} us  "
         f"mean {summary.mean:,.1f} us"
     )
 

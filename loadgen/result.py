@@ -18,7 +18,7 @@ from loadgen.config import LoadConfig
 from loadgen.recording import LatencySummary, encode, merge_encoded
 from loadgen.worker import SlotCounts, WorkerReport
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIB = 1 << 20
 # Open loop: a run whose achieved rate is below this share of the offered rate did not
 # get the load it asked for (the server, or the client, could not keep up).

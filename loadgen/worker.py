@@ -431,8 +431,8 @@ class Worker:
                     # (after its end they were counted late, censored at the end).
                     if measure_start_ns <= due < end_ns and now < end_ns:
                         answered += 1
-                        lat_append((now - due) // 1000)
-                        unc_append((now - sent_ns) // 1000)
+                        lat_append(now - due)
+                        unc_append(now - sent_ns)
                 if sending and c.backlog:
                     send_requests(c, min(pipeline - len(sent), len(c.backlog)), c.backlog)
                 else:
@@ -650,7 +650,7 @@ class Worker:
                 self.slots_due += 1
                 late.append(due)
         self.slots_late = len(late)
-        self.recorder.pending.extend([(close_ns - i) // 1000 for i in late])
+        self.recorder.pending.extend([close_ns - i for i in late])
 
     def _flush_latencies(self) -> None:
         self.recorder.flush()

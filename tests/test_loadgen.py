@@ -138,7 +138,7 @@ def test_json_has_the_contract_keys(start_server: ServerFactory, tmp_path: Path)
         "histogram", "histogram_uncorrected",
     ):  # fmt: skip
         assert key in data, key
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert set(data["latency_us"]) == {"p50", "p90", "p99", "p99_9", "max", "mean"}
     assert set(data["connections"]) == {"active", "idle", "idle_open_at_end", "connect_errors"}
     assert data["config"]["rate_rps"] == RATE_RPS

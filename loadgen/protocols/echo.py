@@ -210,10 +210,10 @@ class EchoClient(ProtocolClient):
                         continue
                 completed += n
                 if n == 1:
-                    lat_append((now - sent.popleft()) // 1000)
+                    lat_append(now - sent.popleft())
                 else:
                     for _ in range(n):
-                        lat_append((now - sent.popleft()) // 1000)
+                        lat_append(now - sent.popleft())
                 if not sending:
                     if settled:
                         c.expect = None

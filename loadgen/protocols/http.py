@@ -257,10 +257,10 @@ class HttpClient(ProtocolClient):
                         continue
                 completed += n
                 if n == 1:
-                    lat_append((now - sent.popleft()) // 1000)
+                    lat_append(now - sent.popleft())
                 else:
                     for _ in range(n):
-                        lat_append((now - sent.popleft()) // 1000)
+                        lat_append(now - sent.popleft())
                 if not sending:
                     c.expect = None if c.partial else known_mult[len(sent)]
                     continue
