@@ -72,10 +72,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add("--cpus", default=None, help="pin workers to these CPUs, round-robin, e.g. '1,2-3'")
     add(
+        "--server-cpus",
         "--server-cpu",
+        dest="server_cpu",
         default=None,
-        help="CPUs the server runs on, left out of the default --processes",
+        help="CPUs the server runs on: left out of the default --processes, and refused "
+        "in --cpus unless --force",
     )
+    add("--force", action="store_true",
+        help="accept --cpus that overlap --server-cpus (the result then says so)")  # fmt: skip
     add("--duration", type=float, default=10.0, help="measurement window, seconds")
     add("--warmup", type=float, default=1.0, help="discarded warm-up, seconds")
     add("--size", type=int, default=64, help="echo message size, bytes")
@@ -127,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         method=args.method,
         path=args.path,
         headers=tuple(parse_header(h) for h in args.header),
+        allow_shared_cpus=args.force,
     )
 
 

@@ -60,6 +60,8 @@ class LoadConfig:
     method: str = "GET"
     path: str = "/"
     headers: tuple[tuple[str, str], ...] = ()
+    # A client CPU that is also a server CPU is refused unless this is set (--force).
+    allow_shared_cpus: bool = False
 
     @property
     def open_loop(self) -> bool:
@@ -137,6 +139,12 @@ def validate(config: LoadConfig) -> None:
     bad = sorted(set(config.cpus) - allowed)
     if bad:
         raise UsageError(f"--cpus {bad} not in this process's CPU set {sorted(allowed)}")
+    shared = sorted(set(config.cpus) & set(config.server_cpus))
+    if shared and not config.allow_shared_cpus:
+        raise UsageError(
+            f"--cpus and --server-cpus share CPU(s) {shared}: the client would take CPU time "
+            "from the server it measures; choose other CPUs, or --force"
+        )
 
 
 def resolve(config: LoadConfig) -> LoadConfig:

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from loadgen.recording import LatencySummary
-from loadgen.result import LoadResult
+from loadgen.result import CLIENT_BOUND_UTIL, LoadResult
 from loadgen.runner import Progress
-
-# A worker this busy may be what limits the rate (closed loop) or delays the slots (open
-# loop); either way the numbers describe the client as much as the server.
-CLIENT_BOUND_CPU = 0.9
 
 
 def _latency_line(label: str, summary: LatencySummary) -> str:
@@ -61,13 +57,19 @@ def format_summary(result: LoadResult) -> str:
     )
     lines.append(
         "  client cpu   "
-        + ", ".join(f"worker {i} {u:.0%}" for i, u in enumerate(result.client_cpu))
+        + ", ".join(
+            f"worker {i} {u:.0%} busy ({max(0.0, 1 - u):.0%} headroom)"
+            for i, u in enumerate(result.client_cpu)
+        )
+        + f", parent {result.parent_cpu:.0%}"
     )
-    busy = [i for i, u in enumerate(result.client_cpu) if u >= CLIENT_BOUND_CPU]
+    busy = [f"worker {i}" for i, u in enumerate(result.client_cpu) if u >= CLIENT_BOUND_UTIL]
+    if result.parent_cpu >= CLIENT_BOUND_UTIL:
+        busy.append("the parent")
     if busy:
         lines.append(
-            f"  warning      worker(s) {', '.join(map(str, busy))} near 100% CPU: the client may "
-            "be the bottleneck; add --processes (and --cpus)"
+            f"  warning      client-bound: {', '.join(busy)} at >= {CLIENT_BOUND_UTIL:.0%} CPU; "
+            "the client may be the bottleneck: add --processes (and --cpus)"
         )
     return "\n".join(lines)
 

@@ -20,6 +20,10 @@ from loadgen.worker import SlotCounts, WorkerReport
 
 SCHEMA_VERSION = 2
 MIB = 1 << 20
+# A client process at least this busy (CPU time over wall time, in the window) may be
+# what limits the rate (closed loop) or delays the slots (open loop): the run measures
+# the client as much as the server. The one definition; other modules import it.
+CLIENT_BOUND_UTIL = 0.9
 # Open loop: a run whose achieved rate is below this share of the offered rate did not
 # get the load it asked for (the server, or the client, could not keep up).
 ACHIEVED_SHARE = 0.99
@@ -98,6 +102,11 @@ class LoadResult:
     worker_failures: tuple[str, ...] = ()
     reconnects: int = 0
     open_loop: OpenLoopCounts | None = None
+    parent_cpu: float = 0.0
+
+    @property
+    def client_bound(self) -> bool:
+        return any(u >= CLIENT_BOUND_UTIL for u in (*self.client_cpu, self.parent_cpu))
 
     @property
     def overloaded(self) -> bool:
@@ -146,6 +155,8 @@ class LoadResult:
             ),
             "per_second": list(self.per_second),
             "client_cpu": [round(u, 4) for u in self.client_cpu],
+            "parent_cpu": round(self.parent_cpu, 4),
+            "client_bound": self.client_bound,
             "connections": dataclasses.asdict(self.connections),
             "reconnects": self.reconnects,
             "open_loop": self.open_loop.to_json() if self.open_loop is not None else None,
@@ -163,6 +174,7 @@ def merge_reports(
     extra_errors: dict[str, int],
     worker_failures: Sequence[str],
     interrupted: bool,
+    parent_cpu: float = 0.0,
 ) -> LoadResult:
     """Sum the workers' counts and add their histograms: exact, nothing is resampled."""
     errors: Counter[str] = Counter(extra_errors)
@@ -187,7 +199,10 @@ def merge_reports(
         bytes_sent=sum(r.bytes_sent for r in reports),
         bytes_received=sum(r.bytes_received for r in reports),
         per_second=tuple(per_second),
-        client_cpu=tuple(r.cpu_s / (r.window_ns / 1e9) if r.window_ns else 0.0 for r in reports),
+        client_cpu=tuple(
+            r.cpu_s / (r.cpu_wall_ns / 1e9) if r.cpu_wall_ns else 0.0 for r in reports
+        ),
+        parent_cpu=parent_cpu,
         connections=ConnectionCounts(
             active=sum(r.active_connected for r in reports),
             idle=sum(r.idle_connected for r in reports),

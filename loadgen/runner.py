@@ -228,15 +228,26 @@ class _Follower:
         self.on_phase = on_phase
         self.on_progress = on_progress
         self.announced: list[str] = []
+        # (process CPU ns, monotonic ns) as the window opened and closed: the parent is a
+        # client process too, and must not be what limits the run.
+        self.cpu_marks: dict[str, tuple[int, int]] = {}
         self.last_done = 0
         self.last_ns = phases.warmup_start_ns
         self.next_progress_ns = phases.warmup_start_ns
 
     def announce(self, phase: str) -> None:
         if phase not in self.announced:
+            self.cpu_marks[phase] = (time.process_time_ns(), time.monotonic_ns())
             self.announced.append(phase)
             if self.on_phase is not None:
                 self.on_phase(phase)
+
+    def parent_cpu(self) -> float:
+        """The parent's busy fraction over the window; 0.0 when it never opened."""
+        if "measure" not in self.cpu_marks or "end" not in self.cpu_marks:
+            return 0.0
+        (cpu0, wall0), (cpu1, wall1) = self.cpu_marks["measure"], self.cpu_marks["end"]
+        return (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else 0.0
 
     def next_event_ns(self) -> int:
         if "measure" not in self.announced:
@@ -316,4 +327,6 @@ def run_load(
     finally:
         session.close()
     reports = [session.reports[i] for i in sorted(session.reports)]
-    return merge_reports(config, env, reports, dict(session.errors), session.failures, interrupted)
+    parent_cpu = follower.parent_cpu() if follower is not None else 0.0
+    return merge_reports(config, env, reports, dict(session.errors), session.failures,
+                         interrupted, parent_cpu)  # fmt: skip

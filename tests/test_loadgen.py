@@ -61,6 +61,8 @@ def assert_clean_run(result: LoadResult) -> None:
     assert abs(result.bytes_received - result.requests_ok * reply_bytes(result)) <= edge_bytes
     assert sum(result.per_second) <= result.requests_ok
     assert len(result.client_cpu) == 1
+    # One thread's CPU time over the wall time between the same two readings.
+    assert 0.0 < result.client_cpu[0] <= 1.0
 
 
 @pytest.mark.parametrize("protocol", ["echo", "http"])
@@ -153,4 +155,6 @@ def test_json_has_the_contract_keys(start_server: ServerFactory, tmp_path: Path)
     assert slots["offered_rps"] == RATE_RPS
     assert data["overloaded"] is False
     assert data["reconnects"] == 0
+    assert 0.0 <= data["parent_cpu"] <= 1.0
+    assert data["client_bound"] == any(u >= 0.9 for u in [*data["client_cpu"], data["parent_cpu"]])
     assert merge_encoded([data["histogram_uncorrected"]]).get_total_count() == data["requests_ok"]

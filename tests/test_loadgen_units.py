@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import select
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -355,8 +357,10 @@ def test_bad_configs_are_usage_errors(overrides: dict[str, object]) -> None:
 # -- summary -------------------------------------------------------------------------------
 
 
-def summary_with_cpu(client_cpu: tuple[float, ...], rate_rps: float | None) -> str:
-    result = LoadResult(
+def summary_result(
+    client_cpu: tuple[float, ...], rate_rps: float | None = None, parent_cpu: float = 0.0
+) -> LoadResult:
+    return LoadResult(
         config=LoadConfig(port=1, processes=len(client_cpu), rate_rps=rate_rps),
         environment={},
         requests_ok=1000,
@@ -372,8 +376,12 @@ def summary_with_cpu(client_cpu: tuple[float, ...], rate_rps: float | None) -> s
         latency_uncorrected=LatencySummary(5, 6, 7, 8, 9, 5.5, 1000) if rate_rps else None,
         histogram="",
         histogram_uncorrected=None,
+        parent_cpu=parent_cpu,
     )
-    return format_summary(result)
+
+
+def summary_with_cpu(client_cpu: tuple[float, ...], rate_rps: float | None) -> str:
+    return format_summary(summary_result(client_cpu, rate_rps))
 
 
 def test_summary_reports_what_was_measured() -> None:
@@ -388,7 +396,7 @@ def test_summary_reports_what_was_measured() -> None:
 
 def test_summary_warns_when_a_worker_is_saturated() -> None:
     text = summary_with_cpu((0.5, 0.97), rate_rps=None)
-    assert "warning      worker(s) 1 near 100% CPU" in text
+    assert "warning      client-bound: worker 1 at >= 90% CPU" in text
 
 
 # -- the worker's slow path for echo replies -----------------------------------------------
@@ -453,3 +461,41 @@ def test_each_value_lands_in_the_slot_hdrhistogram_puts_it_in(value_ns: int) -> 
     (index,) = slot_index([value_ns]).tolist()
     assert slot_value(index) == new_histogram().get_lowest_equivalent_value(value_ns)
     assert 0 <= index < SLOTS
+
+
+def test_client_bound_is_any_process_not_the_average() -> None:
+    calm = summary_result((0.5, 0.5), parent_cpu=0.1)
+    assert not calm.client_bound
+    assert "worker 0 50% busy (50% headroom)" in format_summary(calm)
+    one_busy = summary_result((0.2, 0.95), parent_cpu=0.1)  # average 0.575
+    assert one_busy.client_bound
+    assert one_busy.to_json()["client_bound"] is True
+    busy_parent = summary_result((0.2,), parent_cpu=0.92)
+    assert busy_parent.client_bound
+    assert "client-bound: the parent" in format_summary(busy_parent)
+
+
+def test_server_cpus_shared_with_the_client_are_refused_unless_forced() -> None:
+    cpu = min(os.sched_getaffinity(0))
+    with pytest.raises(UsageError, match="--force"):
+        resolve(LoadConfig(port=1, cpus=(cpu,), server_cpus=(cpu,)))
+    forced = resolve(LoadConfig(port=1, cpus=(cpu,), server_cpus=(cpu,), allow_shared_cpus=True))
+    assert forced.cpus == (cpu,)
+
+
+def test_a_go_after_the_window_opened_is_a_late_start_not_a_short_window() -> None:
+    spec = WorkerSpec(index=0, family=socket.AF_INET, sockaddr=(), protocol="echo",
+                      http_request=b"", first_cid=0, active=1, idle=0, all_active=1,
+                      size_bytes=64, pipeline=1, rate_rps=None, connect_rate_cps=1.0,
+                      timeout_s=1.0, cpu=None, fds_needed=0, progress=False)  # fmt: skip
+    parent, child = multiprocessing.Pipe()
+    worker = Worker(spec, child)
+    try:
+        parent.send(("go", Phases.starting_at(time.monotonic_ns() - 10**9, 0.5, 10.0)))
+        worker._await_go()
+        assert worker.errors == {"late_start": 1}
+        assert worker.stop_requested
+    finally:
+        worker.ep.close()
+        parent.close()
+        child.close()
