@@ -75,6 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--server-cpus",
         "--server-cpu",
         dest="server_cpu",
+        metavar="CPUS",
         default=None,
         help="CPUs the server runs on: left out of the default --processes, and refused "
         "in --cpus unless --force",
