@@ -5,7 +5,11 @@ pinned to the first CPU, each client in turn to the second, one thread/process e
 connections, closed loop, no pipelining. The rounds alternate wrk and muxlab load so that
 drift on the machine hits both; ``extra_info`` has each one's requests/s and CPU time per
 request, and ``ratio`` = muxlab load's requests/s / wrk's (the issue's goal: >= 1.0).
-Run on a quiet machine:
+
+``test_muxlab_load_vs_wrk_default_nginx`` does the same against nginx with its *default*
+``keepalive_requests`` (1000): both clients reopen each connection after its 1000th
+reply. The run must be clean (zero errors, asserted); the ratio is reported, not
+asserted, since a timing goal is not a test. Run on a quiet machine:
 
     pytest --benchmark-only benchmarks/test_loadgen_vs_wrk.py -s
 """
@@ -22,9 +26,10 @@ import pytest
 
 from benchmarks.test_loadgen_efficiency import fast_http_server, pinned_cpus
 from loadgen import LoadConfig, run_load
-from servers.peers import NginxServer
+from servers.peers import NginxServer, nginx_path
 from servers.process import ServerProcess
 from tests.conftest import require_tool
+from tests.http_servers import DefaultKeepaliveNginx
 
 CONNECTIONS = 100
 DURATION_S = 5
@@ -58,14 +63,16 @@ def run_wrk(wrk: str, port: int, cpu: int) -> tuple[float, float]:
     return rps, cpu_s / requests * 1e6
 
 
-def run_muxlab(port: int, cpu: int) -> tuple[float, float]:
+def run_muxlab(port: int, cpu: int) -> tuple[float, float, int]:
+    """(requests/s, client CPU microseconds per request, reconnects) of one muxlab run."""
     result = run_load(
         LoadConfig(port=port, protocol="http", connections=CONNECTIONS, processes=1,
                    cpus=(cpu,), duration_s=DURATION_S, warmup_s=1.0)
     )  # fmt: skip
     assert result.errors == {}
+    assert result.exit_status == 0
     cpu_s = result.client_cpu[0] * result.duration_s
-    return result.rps, cpu_s / result.requests_ok * 1e6
+    return result.rps, cpu_s / result.requests_ok * 1e6, result.reconnects
 
 
 def compare(wrk: str, port: int, cpu: int) -> dict[str, float]:
@@ -74,13 +81,17 @@ def compare(wrk: str, port: int, cpu: int) -> dict[str, float]:
         wrk_runs.append(run_wrk(wrk, port, cpu))
         muxlab_runs.append(run_muxlab(port, cpu))
     wrk_rps = statistics.median(r for r, _ in wrk_runs)
-    muxlab_rps = statistics.median(r for r, _ in muxlab_runs)
+    muxlab_rps = statistics.median(r for r, _, _ in muxlab_runs)
+    ratios = sorted(m[0] / w[0] for m, w in zip(muxlab_runs, wrk_runs, strict=True))
     return {
         "wrk_rps": round(wrk_rps),
         "muxlab_rps": round(muxlab_rps),
         "ratio": round(muxlab_rps / wrk_rps, 3),
+        "ratio_min": round(ratios[0], 3),  # per alternating round: the spread
+        "ratio_max": round(ratios[-1], 3),
+        "muxlab_reconnects": max(n for _, _, n in muxlab_runs),
         "wrk_cpu_us_per_request": round(statistics.median(c for _, c in wrk_runs), 3),
-        "muxlab_cpu_us_per_request": round(statistics.median(c for _, c in muxlab_runs), 3),
+        "muxlab_cpu_us_per_request": round(statistics.median(c for _, c, _ in muxlab_runs), 3),
     }
 
 
@@ -101,3 +112,30 @@ def test_muxlab_load_vs_wrk(
     )
     print(f"\nmuxlab load vs wrk: {numbers}")
     assert numbers["wrk_rps"] > 0 and numbers["muxlab_rps"] > 0
+
+
+@pytest.fixture(scope="module")
+def default_nginx() -> Iterator[DefaultKeepaliveNginx]:
+    if nginx_path() is None:
+        pytest.skip("nginx is not installed (Debian package nginx-light)")
+    server_cpu, _ = pinned_cpus()
+    with DefaultKeepaliveNginx("http", cpu=server_cpu) as running:
+        yield running
+
+
+def test_muxlab_load_vs_wrk_default_nginx(
+    benchmark: pytest.FixtureRequest, default_nginx: DefaultKeepaliveNginx
+) -> None:
+    wrk = require_tool("wrk")
+    _, client_cpu = pinned_cpus()
+    benchmark.group = "loadgen vs wrk: default nginx (keepalive_requests 1000)"  # type: ignore[attr-defined]
+    numbers = benchmark.pedantic(  # type: ignore[attr-defined]
+        compare, args=(wrk, default_nginx.port, client_cpu), rounds=1, iterations=1
+    )
+    benchmark.extra_info.update(  # type: ignore[attr-defined]
+        server="nginx, default keepalive_requests", connections=CONNECTIONS,
+        client_cpu=client_cpu, goal_ratio=1.0, **numbers,
+    )  # fmt: skip
+    print(f"\nmuxlab load vs wrk, default nginx: {numbers}")
+    # Clean runs are asserted in run_muxlab and run_wrk; the reopened connections show.
+    assert numbers["muxlab_reconnects"] > 0

@@ -2,7 +2,8 @@
 
 Exit status: 0 when the run completed with no error, 1 when it completed with errors (a
 server that died or stalled included), 2 when the options or the machine made it
-impossible to start, 130 after Ctrl-C (the partial result is still written).
+impossible to start, 3 when an open loop achieved less than 99% of its offered rate
+without errors (overloaded), 130 after Ctrl-C (the partial result is still written).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import signal
 import sys
 from pathlib import Path
 
-from loadgen.config import DEFAULT_CONNECT_RATE_CPS, LOAD_PROTOCOLS, LoadConfig, parse_cpu_list
+from loadgen.config import (
+    DEFAULT_CONNECT_RATE_CPS,
+    LOAD_PROTOCOLS,
+    LoadConfig,
+    parse_cpu_list,
+    parse_header,
+)
 from loadgen.report import format_progress, format_summary
 from loadgen.runner import Progress, run_load
 from muxlab.atomic import write_json_atomic
@@ -31,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "Open connections at --connect-rate, warm up, then measure for --duration: "
             "closed loop (--pipeline requests in flight per connection) or open loop "
             "(--rate, latency corrected for coordinated omission). Every reply is verified. "
-            "Exit 0: no errors; 1: errors; 2: could not start; 130: interrupted."
+            "Exit 0: no errors; 1: errors; 2: could not start; 3: open loop overloaded "
+            "(achieved < 99% of --rate, no errors); 130: interrupted."
         ),
         formatter_class=HelpFormatter,
     )
@@ -42,8 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--protocol",
         choices=LOAD_PROTOCOLS,
         default="echo",
-        help="echo: verified byte for byte; http: GET /, 200 with Content-Length expected",
+        help="echo: verified byte for byte; http: any HTTP/1.1 server, 2xx replies expected",
     )
+    add("--method", default="GET", help="http: request method (no body is sent)")
+    add("--path", default="/", help="http: request target")
+    add("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'",
+        help="http: add this request header (repeatable); Host is set unless given")  # fmt: skip
     add("--connections", type=int, default=10, help="active connections")
     add(
         "--idle",
@@ -60,10 +72,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add("--cpus", default=None, help="pin workers to these CPUs, round-robin, e.g. '1,2-3'")
     add(
+        "--server-cpus",
         "--server-cpu",
+        dest="server_cpu",
+        metavar="CPUS",
         default=None,
-        help="CPUs the server runs on, left out of the default --processes",
+        help="CPUs the server runs on: left out of the default --processes, and refused "
+        "in --cpus unless --force",
     )
+    add("--force", action="store_true",
+        help="accept --cpus that overlap --server-cpus (the result then says so)")  # fmt: skip
     add("--duration", type=float, default=10.0, help="measurement window, seconds")
     add("--warmup", type=float, default=1.0, help="discarded warm-up, seconds")
     add("--size", type=int, default=64, help="echo message size, bytes")
@@ -112,6 +130,10 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         rate_rps=args.rate,
         connect_rate_cps=args.connect_rate,
         timeout_s=args.timeout,
+        method=args.method,
+        path=args.path,
+        headers=tuple(parse_header(h) for h in args.header),
+        allow_shared_cpus=args.force,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -22,13 +23,18 @@ LOAD_PROTOCOLS: tuple[LoadProtocol, ...] = get_args(LoadProtocol)
 # cannot be shorter than this.
 ECHO_HEADER_BYTES = 12
 MAX_SIZE_BYTES = 16 << 20
-# Latencies are recorded up to one hour (see recording.HIGHEST_US).
+# Latencies are recorded up to one hour (see recording.HIGHEST_NS).
 MAX_TIMEOUT_S = 3600.0
 # 2000 connections/s is well below what the slowest backend accepts (a Python accept loop
 # takes tens of thousands per second), so the listen backlog never overflows and no SYN
 # waits out a 1 s retransmission (tcp(7), tcp_syn_retries); 10000 idle connections still
 # open in 5 s.
 DEFAULT_CONNECT_RATE_CPS = 2000.0
+# RFC 9110 5.6.2: a method and a field name are tokens; a field value and the path may
+# not hold CR, LF or NUL (RFC 9110 5.5), and the path no whitespace (RFC 9112 3.2).
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+REQUEST_TARGET = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,12 @@ class LoadConfig:
     rate_rps: float | None = None
     connect_rate_cps: float = DEFAULT_CONNECT_RATE_CPS
     timeout_s: float = 5.0
+    # HTTP only: the request sent on every connection, as wrk's -m/--header/URL path.
+    method: str = "GET"
+    path: str = "/"
+    headers: tuple[tuple[str, str], ...] = ()
+    # A client CPU that is also a server CPU is refused unless this is set (--force).
+    allow_shared_cpus: bool = False
 
     @property
     def open_loop(self) -> bool:
@@ -58,6 +70,14 @@ class LoadConfig:
     @property
     def total_connections(self) -> int:
         return self.connections + self.idle
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``"Name: value"`` -> ``("Name", "value")`` (wrk's ``--header`` syntax)."""
+    name, colon, value = text.partition(":")
+    if not colon or not TOKEN.fullmatch(name) or not FIELD_VALUE.fullmatch(value):
+        raise UsageError(f"bad --header {text!r}: expected 'Name: value'")
+    return name, value.strip()
 
 
 def parse_cpu_list(text: str) -> tuple[int, ...]:
@@ -104,6 +124,13 @@ def validate(config: LoadConfig) -> None:
          f"--connect-rate must be > 0 connections/s, not {config.connect_rate_cps}"),
         (0 < config.timeout_s <= MAX_TIMEOUT_S,
          f"--timeout must be in (0, {MAX_TIMEOUT_S:g}] s, not {config.timeout_s}"),
+        (TOKEN.fullmatch(config.method) is not None,
+         f"--method must be an HTTP method token, not {config.method!r}"),
+        (config.method.upper() != "HEAD",
+         "--method HEAD is not supported: its replies announce a body they do not carry, "
+         "which the reply parser (llhttp) cannot be told"),
+        (REQUEST_TARGET.fullmatch(config.path) is not None and config.path[:1] in "/*",
+         f"--path must start with '/' and hold no spaces, not {config.path!r}"),
     ]  # fmt: skip
     for ok, message in checks:
         if not ok:
@@ -112,6 +139,12 @@ def validate(config: LoadConfig) -> None:
     bad = sorted(set(config.cpus) - allowed)
     if bad:
         raise UsageError(f"--cpus {bad} not in this process's CPU set {sorted(allowed)}")
+    shared = sorted(set(config.cpus) & set(config.server_cpus))
+    if shared and not config.allow_shared_cpus:
+        raise UsageError(
+            f"--cpus and --server-cpus share CPU(s) {shared}: the client would take CPU time "
+            "from the server it measures; choose other CPUs, or --force"
+        )
 
 
 def resolve(config: LoadConfig) -> LoadConfig:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.config import LoadConfig
+from loadgen.protocols.http import build_request
 from muxlab.errors import SetupError
 
 # Descriptors a worker needs besides its connections: stdio, the epoll instance, the
@@ -38,7 +39,7 @@ def resolve_target(config: LoadConfig) -> Target:
     except socket.gaierror as exc:
         raise SetupError(f"cannot resolve host {config.host!r}: {exc.strerror}") from None
     host = f"[{config.host}]" if ":" in config.host else config.host
-    request = f"GET / HTTP/1.1\r\nHost: {host}:{config.port}\r\n\r\n".encode("ascii")
+    request = build_request(config.method, config.path, config.headers, f"{host}:{config.port}")
     return Target(family, tuple(sockaddr), request)
 
 

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from loadgen.recording import LatencySummary
-from loadgen.result import LoadResult
+from loadgen.result import CLIENT_BOUND_UTIL, LoadResult
 from loadgen.runner import Progress
-
-# A worker this busy may be what limits the rate (closed loop) or delays the slots (open
-# loop); either way the numbers describe the client as much as the server.
-CLIENT_BOUND_CPU = 0.9
 
 
 def _latency_line(label: str, summary: LatencySummary) -> str:
     return (
-        f"  {label:<13}p50 {summary.p50:,} us  p90 {summary.p90:,} us  "
-        f"p99 {summary.p99:,} us  p99.9 {summary.p99_9:,} us  max {summary.max:,} us  "
+        f"  {label:<13}p50 {summary.p50:,.1f} us  p90 {summary.p90:,.1f} us  "
+        f"p99 {summary.p99:,.1f} us  p99.9 {summary.p99_9:,.1f} us  max {summary.max:,.1f} us  "
         f"mean {summary.mean:,.1f} us"
     )
 
@@ -40,6 +36,14 @@ def format_summary(result: LoadResult) -> str:
             else "none"
         ),
     ]
+    slots = result.open_loop
+    if slots is not None:
+        lines.append(
+            f"  open loop    offered {slots.offered_rps:,.0f} req/s, sent {slots.sent_rps:,.0f}, "
+            f"achieved {slots.achieved_rps:,.0f}; of {slots.due:,} due: {slots.answered:,} "
+            f"answered, {slots.late:,} late, {slots.refused:,} refused"
+            + ("  OVERLOADED" if slots.overloaded else "")
+        )
     if result.latency_uncorrected is not None:
         lines.append(_latency_line("latency", result.latency) + "  (corrected)")
         lines.append(_latency_line("latency", result.latency_uncorrected) + "  (uncorrected)")
@@ -49,17 +53,23 @@ def format_summary(result: LoadResult) -> str:
     lines.append(
         f"  connections  {conns.active:,} active, {conns.idle:,} idle "
         f"({conns.idle_open_at_end:,} still open at the end), "
-        f"{conns.connect_errors:,} connect errors"
+        f"{conns.connect_errors:,} connect errors, {result.reconnects:,} reconnects"
     )
     lines.append(
         "  client cpu   "
-        + ", ".join(f"worker {i} {u:.0%}" for i, u in enumerate(result.client_cpu))
+        + ", ".join(
+            f"worker {i} {u:.0%} busy ({max(0.0, 1 - u):.0%} headroom)"
+            for i, u in enumerate(result.client_cpu)
+        )
+        + f", parent {result.parent_cpu:.0%}"
     )
-    busy = [i for i, u in enumerate(result.client_cpu) if u >= CLIENT_BOUND_CPU]
+    busy = [f"worker {i}" for i, u in enumerate(result.client_cpu) if u >= CLIENT_BOUND_UTIL]
+    if result.parent_cpu >= CLIENT_BOUND_UTIL:
+        busy.append("the parent")
     if busy:
         lines.append(
-            f"  warning      worker(s) {', '.join(map(str, busy))} near 100% CPU: the client may "
-            "be the bottleneck; add --processes (and --cpus)"
+            f"  warning      client-bound: {', '.join(busy)} at >= {CLIENT_BOUND_UTIL:.0%} CPU; "
+            "the client may be the bottleneck: add --processes (and --cpus)"
         )
     return "\n".join(lines)
 

@@ -16,10 +16,21 @@ from typing import Any
 
 from loadgen.config import LoadConfig
 from loadgen.recording import LatencySummary, encode, merge_encoded
-from loadgen.worker import WorkerReport
+from loadgen.worker import SlotCounts, WorkerReport
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIB = 1 << 20
+# A client process at least this busy (CPU time over wall time, in the window) may be
+# what limits the rate (closed loop) or delays the slots (open loop): the run measures
+# the client as much as the server. The one definition; other modules import it.
+CLIENT_BOUND_UTIL = 0.9
+# Open loop: a run whose achieved rate is below this share of the offered rate did not
+# get the load it asked for (the server, or the client, could not keep up).
+ACHIEVED_SHARE = 0.99
+EXIT_OK = 0
+EXIT_ERRORS = 1
+EXIT_OVERLOADED = 3
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,46 @@ class ConnectionCounts:
     idle: int
     idle_open_at_end: int
     connect_errors: int
+
+
+@dataclass(frozen=True)
+class OpenLoopCounts:
+    """What became of the slots due in the window, and the rates they make."""
+
+    offered_rps: float
+    due: int
+    sent: int
+    answered: int
+    late: int
+    refused: int
+    duration_s: float
+
+    def _rate(self, count: int) -> float:
+        return count / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def sent_rps(self) -> float:
+        return self._rate(self.sent)
+
+    @property
+    def achieved_rps(self) -> float:
+        return self._rate(self.answered)
+
+    @property
+    def overloaded(self) -> bool:
+        return self.achieved_rps < ACHIEVED_SHARE * self.offered_rps
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "offered_rps": round(self.offered_rps, 3),
+            "sent_rps": round(self.sent_rps, 3),
+            "achieved_rps": round(self.achieved_rps, 3),
+            "due": self.due,
+            "sent": self.sent,
+            "answered": self.answered,
+            "late": self.late,
+            "refused": self.refused,
+        }
 
 
 @dataclass(frozen=True)
@@ -49,6 +100,17 @@ class LoadResult:
     histogram_uncorrected: str | None
     interrupted: bool = False
     worker_failures: tuple[str, ...] = ()
+    reconnects: int = 0
+    open_loop: OpenLoopCounts | None = None
+    parent_cpu: float = 0.0
+
+    @property
+    def client_bound(self) -> bool:
+        return any(u >= CLIENT_BOUND_UTIL for u in (*self.client_cpu, self.parent_cpu))
+
+    @property
+    def overloaded(self) -> bool:
+        return self.open_loop is not None and self.open_loop.overloaded
 
     @property
     def rps(self) -> float:
@@ -65,10 +127,13 @@ class LoadResult:
 
     @property
     def exit_status(self) -> int:
-        """130 after Ctrl-C, 1 when anything went wrong, else 0."""
+        """130 after Ctrl-C, 1 when anything went wrong, 3 when an open loop fell short of
+        its rate without errors, else 0."""
         if self.interrupted:
-            return 130
-        return 1 if self.error_count else 0
+            return EXIT_INTERRUPTED
+        if self.error_count:
+            return EXIT_ERRORS
+        return EXIT_OVERLOADED if self.overloaded else EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,7 +155,12 @@ class LoadResult:
             ),
             "per_second": list(self.per_second),
             "client_cpu": [round(u, 4) for u in self.client_cpu],
+            "parent_cpu": round(self.parent_cpu, 4),
+            "client_bound": self.client_bound,
             "connections": dataclasses.asdict(self.connections),
+            "reconnects": self.reconnects,
+            "open_loop": self.open_loop.to_json() if self.open_loop is not None else None,
+            "overloaded": self.overloaded,
             "histogram": self.histogram,
             "histogram_uncorrected": self.histogram_uncorrected,
             "worker_failures": list(self.worker_failures),
@@ -104,6 +174,7 @@ def merge_reports(
     extra_errors: dict[str, int],
     worker_failures: Sequence[str],
     interrupted: bool,
+    parent_cpu: float = 0.0,
 ) -> LoadResult:
     """Sum the workers' counts and add their histograms: exact, nothing is resampled."""
     errors: Counter[str] = Counter(extra_errors)
@@ -114,6 +185,7 @@ def merge_reports(
     for report in reports:
         for i, count in enumerate(report.per_second):
             per_second[i] += count
+    duration_s = max((r.window_ns for r in reports), default=0) / 1e9
     histogram = merge_encoded(r.histogram for r in reports)
     uncorrected = [r.histogram_uncorrected for r in reports if r.histogram_uncorrected]
     histogram_uncorrected = merge_encoded(uncorrected) if config.open_loop else None
@@ -123,11 +195,14 @@ def merge_reports(
         requests_ok=sum(r.requests_ok for r in reports),
         requests_total=sum(r.requests_total for r in reports),
         errors=dict(errors),
-        duration_s=max((r.window_ns for r in reports), default=0) / 1e9,
+        duration_s=duration_s,
         bytes_sent=sum(r.bytes_sent for r in reports),
         bytes_received=sum(r.bytes_received for r in reports),
         per_second=tuple(per_second),
-        client_cpu=tuple(r.cpu_s / (r.window_ns / 1e9) if r.window_ns else 0.0 for r in reports),
+        client_cpu=tuple(
+            r.cpu_s / (r.cpu_wall_ns / 1e9) if r.cpu_wall_ns else 0.0 for r in reports
+        ),
+        parent_cpu=parent_cpu,
         connections=ConnectionCounts(
             active=sum(r.active_connected for r in reports),
             idle=sum(r.idle_connected for r in reports),
@@ -144,4 +219,18 @@ def merge_reports(
         ),
         interrupted=interrupted,
         worker_failures=tuple(worker_failures),
+        reconnects=sum(r.reconnects for r in reports),
+        open_loop=_open_loop_counts(config, reports, duration_s),
     )
+
+
+def _open_loop_counts(
+    config: LoadConfig, reports: Sequence[WorkerReport], duration_s: float
+) -> OpenLoopCounts | None:
+    if config.rate_rps is None:
+        return None
+    slots = [r.slots for r in reports if r.slots is not None]
+    total = SlotCounts(*(sum(getattr(s, f.name) for s in slots)
+                         for f in dataclasses.fields(SlotCounts)))  # fmt: skip
+    return OpenLoopCounts(config.rate_rps, total.due, total.sent, total.answered,
+                          total.late, total.refused, duration_s)  # fmt: skip

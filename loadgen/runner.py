@@ -42,6 +42,9 @@ GO_LEAD_NS = 20_000_000
 STOP_ALLOWANCE_S = 5.0
 WORKER_LOST = "worker_lost"
 WORKER_FAILED = "worker_failed"
+# A worker not ready by the start deadline is told to stop and counted: starting it late
+# would measure a shorter window than the others, silently.
+WORKER_NOT_READY = "worker_not_ready"
 
 PhaseCallback = Callable[[str], None]
 
@@ -168,6 +171,21 @@ class _Session:
     def waiting_for_ready(self) -> bool:
         return any(index not in self.ready for index in self.pipes.values())
 
+    def stop_unready(self) -> None:
+        """Stop and count the workers that missed the start deadline."""
+        for pipe, index in list(self.pipes.items()):
+            if index in self.ready:
+                continue
+            self.failures.append(f"worker {index}: not ready by the start deadline")
+            self.errors[WORKER_NOT_READY] += 1
+            try:
+                pipe.send(("stop",))
+            except OSError:
+                self._lose(pipe, index)
+                continue
+            # Its report, if it sends one, has no window; it is not waited for.
+            self._retire(pipe)
+
     def send_all(self, message: tuple[object, ...]) -> None:
         for pipe in list(self.pipes):
             try:
@@ -210,15 +228,26 @@ class _Follower:
         self.on_phase = on_phase
         self.on_progress = on_progress
         self.announced: list[str] = []
+        # (process CPU ns, monotonic ns) as the window opened and closed: the parent is a
+        # client process too, and must not be what limits the run.
+        self.cpu_marks: dict[str, tuple[int, int]] = {}
         self.last_done = 0
         self.last_ns = phases.warmup_start_ns
         self.next_progress_ns = phases.warmup_start_ns
 
     def announce(self, phase: str) -> None:
         if phase not in self.announced:
+            self.cpu_marks[phase] = (time.process_time_ns(), time.monotonic_ns())
             self.announced.append(phase)
             if self.on_phase is not None:
                 self.on_phase(phase)
+
+    def parent_cpu(self) -> float:
+        """The parent's busy fraction over the window; 0.0 when it never opened."""
+        if "measure" not in self.cpu_marks or "end" not in self.cpu_marks:
+            return 0.0
+        (cpu0, wall0), (cpu1, wall1) = self.cpu_marks["measure"], self.cpu_marks["end"]
+        return (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else 0.0
 
     def next_event_ns(self) -> int:
         if "measure" not in self.announced:
@@ -282,6 +311,7 @@ def run_load(
             )
             while session.waiting_for_ready() and time.monotonic_ns() < ready_deadline:
                 session.receive(0.1)
+            session.stop_unready()
             phases = Phases.starting_at(
                 time.monotonic_ns() + GO_LEAD_NS, config.warmup_s, config.duration_s
             )
@@ -297,4 +327,6 @@ def run_load(
     finally:
         session.close()
     reports = [session.reports[i] for i in sorted(session.reports)]
-    return merge_reports(config, env, reports, dict(session.errors), session.failures, interrupted)
+    parent_cpu = follower.parent_cpu() if follower is not None else 0.0
+    return merge_reports(config, env, reports, dict(session.errors), session.failures,
+                         interrupted, parent_cpu)  # fmt: skip

@@ -10,8 +10,11 @@ A worker is a plain function run in a fresh interpreter (``spawn``), taking a pi
    (``pipeline`` requests in flight per connection) or open loop (slots at a constant
    rate, round-robin over connections; a slot whose connection is full waits in that
    connection's backlog and keeps its intended time). Every reply is verified
-   (``loadgen.verify``); a connection with a bad reply, a reset, an EOF or a request older
-   than the timeout is closed and counted under that error kind (it is not reopened).
+   by its protocol client (``loadgen.protocols``); a connection with a bad reply, a reset,
+   an unexpected close or a request older than the timeout is closed and counted under
+   that error kind (it is not reopened). An HTTP server's graceful close after a complete
+   reply (keep-alive limit) is not an error: the connection is reopened and its
+   unanswered requests resent (``reconnects``).
 3. **Drain**: at the window's end no new requests; wait for outstanding replies until
    none are left or ``timeout`` has passed, so a run ends within duration + timeout even
    when the server stalls or dies.
@@ -40,16 +43,10 @@ from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
 from loadgen.config import LoadProtocol
+from loadgen.connection import Conn
+from loadgen.protocols import CLIENTS
 from loadgen.recording import BatchRecorder
 from loadgen.schedule import Pacer, Phases
-from loadgen.verify import (
-    ECHO_HEADER,
-    VerifyError,
-    classify_echo,
-    echo_filler,
-    echo_message,
-    parse_http_replies,
-)
 
 # One recv(2) asks for at most 64 KiB: every reply of a connection's pipeline fits at the
 # usual message sizes, and CPython allocates the buffer, then shrinks it to what arrived,
@@ -64,10 +61,11 @@ _IN_OUT = select.EPOLLIN | select.EPOLLOUT
 PR_SET_TIMERSLACK = 29  # <linux/prctl.h>
 TIMER_SLACK_NS = 1000
 
-CLOSED = "closed"
 TIMEOUT = "timeout"
 CONNECT_TIMEOUT = "connect_timeout"
 IDLE_CLOSED = "idle_closed"
+# "go" arrived after the window had opened: this worker's window would be shorter.
+LATE_START = "late_start"
 
 
 def error_kind(err: int) -> str:
@@ -87,6 +85,12 @@ def tighten_timer_slack() -> None:
     """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, TIMER_SLACK_NS, 0, 0, 0)
+
+
+class _ConnectFailed(Exception):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,18 @@ class WorkerSpec:
 
 
 @dataclass(frozen=True)
+class SlotCounts:
+    """Open loop: what became of the slots due in the window (``due`` = the other three
+    summed: every slot is answered in the window, late at its end, or refused)."""
+
+    due: int
+    sent: int
+    answered: int
+    late: int
+    refused: int
+
+
+@dataclass(frozen=True)
 class RampReport:
     active: int
     idle: int
@@ -126,64 +142,23 @@ class WorkerReport:
     bytes_sent: int
     bytes_received: int
     per_second: list[int]
-    cpu_s: float
+    cpu_s: float  # user + system CPU time of this process between the window's edges
+    cpu_wall_ns: int  # wall time between the same two readings
     window_ns: int
     active_connected: int
     idle_connected: int
     idle_open_at_end: int
     connect_errors: int
+    reconnects: int
+    slots: SlotCounts | None  # open loop only
     histogram: str
     histogram_uncorrected: str | None
 
 
-class Conn:
-    """One active connection; ``sent`` holds send times of requests still unanswered."""
-
-    __slots__ = (
-        "backlog",
-        "cid",
-        "expect",
-        "fd",
-        "got",
-        "intended",
-        "out",
-        "out_pos",
-        "owed",
-        "owed_pos",
-        "pending",
-        "recv",
-        "send",
-        "sent",
-        "seq",
-        "sock",
-    )
-
-    def __init__(self, sock: socket.socket, cid: int) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.cid = cid
-        self.recv = sock.recv
-        self.send = sock.send
-        # What one recv must return to settle everything owed: one == accepts it. None
-        # when nothing is owed (so an EOF's b"" never matches) or when only the slow path
-        # can tell (a reply partly received).
-        self.expect: bytes | None = None
-        # Echo: the bytes owed, as sent (one chunk per send), from owed_pos in the first.
-        # A partial reply only moves owed_pos and big messages are never concatenated, so
-        # a 16 MiB message read 64 KiB at a time is not copied per read.
-        self.owed: deque[bytes] = deque()
-        self.owed_pos = 0
-        self.sent: deque[int] = deque()
-        self.intended: deque[int] = deque()  # open loop: when each request was due
-        self.backlog: deque[int] = deque()  # open loop: due slots not yet sent
-        self.seq = 0
-        self.got = 0  # echo: bytes of the first outstanding message already received
-        self.pending = b""  # http: a partial reply
-        self.out: deque[bytes] = deque()  # not yet taken by the kernel, from out_pos
-        self.out_pos = 0
-
-
 class Worker:
+    # What the hot loops compare an event mask with: anything else leaves for other_event.
+    READ_ONLY = _IN
+
     def __init__(self, spec: WorkerSpec, ctl: Pipe) -> None:
         self.spec = spec
         self.ctl = ctl
@@ -193,11 +168,8 @@ class Worker:
         self.idle_socks: list[socket.socket] = []
         self.errors: Counter[str] = Counter()
         self.connect_errors = 0
-        self.echo = spec.protocol == "echo"
-        self.filler = echo_filler(spec.size_bytes)
-        self.request = spec.http_request
-        self.known = b""  # http: the last reply verified in full
-        self.known_mult: list[bytes | None] = [None] * (spec.pipeline + 1)
+        self.reconnects = 0
+        self.client = CLIENTS[spec.protocol](spec, self.fail, self.reopen)
         self.recorder = BatchRecorder()
         self.recorder_uncorrected = BatchRecorder() if spec.rate_rps is not None else None
         self.timeout_ns = round(spec.timeout_s * 1e9)
@@ -212,9 +184,16 @@ class Worker:
         self.done_total = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self.window_start: tuple[int, int, int, float] = (0, 0, 0, 0.0)
-        self.window_counts: tuple[int, int, int, float, int] = (0, 0, 0, 0.0, 0)
+        self.window_start: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+        self.window_counts: tuple[int, int, int, float, int, int] = (0, 0, 0, 0.0, 0, 0)
         self.per_second: list[int] = []
+        # Open loop: the slot schedule, and what became of the slots due in the window.
+        self.pacer: Pacer | None = None
+        self.slots_due = 0
+        self.slots_sent = 0
+        self.slots_answered = 0
+        self.slots_late = 0
+        self.slots_refused = 0
 
     # -- whole life ----------------------------------------------------------------------
 
@@ -232,10 +211,8 @@ class Worker:
             gc.disable()
             if self.spec.rate_rps is not None:
                 self._open_loop()
-            elif self.echo:
-                self._closed_loop_echo()
             else:
-                self._closed_loop_http()
+                self.client.closed_loop(self)
         return self._report(ramp)
 
     def _prepare_process(self) -> None:
@@ -260,6 +237,9 @@ class Worker:
                 return
             if message[0] == "go":
                 self.phases = message[1]
+                if time.monotonic_ns() > message[1].measure_start_ns:
+                    self.errors[LATE_START] += 1
+                    self.stop_requested = True
                 return
             if message[0] == "stop":
                 self.stop_requested = True
@@ -312,18 +292,27 @@ class Worker:
 
     def _start_connect(self) -> socket.socket | None:
         try:
-            sock = socket.socket(self.spec.family, socket.SOCK_STREAM)
-        except OSError as exc:
+            sock = self._new_connection()
+        except _ConnectFailed as exc:
             self.connect_errors += 1
-            self.errors["connect_" + error_kind(exc.errno or 0)] += 1
-            return None
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex(self.spec.sockaddr)
-        if err not in (0, errno.EINPROGRESS):
-            self._connect_failed(sock, "connect_" + error_kind(err), registered=False)
+            self.errors[exc.kind] += 1
             return None
         self.ep.register(sock.fileno(), select.EPOLLOUT)
+        return sock
+
+    def _new_connection(self) -> socket.socket:
+        """A non-blocking socket with its connect(2) started; :class:`_ConnectFailed` if not."""
+        try:
+            sock = socket.socket(self.spec.family, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise _ConnectFailed("connect_" + error_kind(exc.errno or 0)) from None
+        sock.setblocking(False)
+        if self.spec.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(self.spec.sockaddr)
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            raise _ConnectFailed("connect_" + error_kind(err))
         return sock
 
     def _connect_failed(self, sock: socket.socket, kind: str, registered: bool = True) -> None:
@@ -355,195 +344,7 @@ class Worker:
             self.ep.register(fd, _IN)
         if self.spec.rate_rps is None:
             for conn in list(self.conns.values()):
-                self._send_requests(conn, self.spec.pipeline, None)
-
-    def _closed_loop_echo(self) -> None:
-        # The hot loop: flat on purpose, locals instead of attribute look-ups, one dict
-        # look-up, one recv and one send per ready connection, one == to verify a whole
-        # reply against everything the connection is owed, one list append to record a
-        # latency. Anything unusual (partial replies or sends, errors, phase changes)
-        # leaves for a method. _closed_loop_http is the same loop with HTTP's bytes.
-        assert self.phases is not None
-        conns = self.conns
-        poll = self.ep.poll
-        clock = time.monotonic_ns
-        absorb = self._absorb
-        other_event = self._other_event
-        fail = self._fail
-        queue_output = self._queue_output
-        owe = self._owe
-        pack = ECHO_HEADER.pack
-        filler = self.filler
-        lat_append = self.recorder.pending.append
-        per_second = self.per_second
-        measure_start_ns = self.phases.measure_start_ns
-        done_total, bytes_in, bytes_out = self.done_total, self.bytes_in, self.bytes_out
-        sending = True
-        measuring = False
-        next_tick_ns = 0
-        now = clock()
-        while True:
-            events = poll((next_tick_ns - now) / 1e9 if next_tick_ns > now else 0)
-            now = clock()
-            if now >= next_tick_ns:
-                self.done_total, self.bytes_in, self.bytes_out = done_total, bytes_in, bytes_out
-                if not self._tick(now):
-                    return
-                next_tick_ns = self.next_tick_ns
-                sending = self.sending
-                measuring = self.measuring
-            completed = 0
-            for fd, ev in events:
-                c = conns.get(fd)
-                if c is None:
-                    continue  # closed earlier in this batch or by the last tick
-                if ev != _IN and not other_event(c, ev):
-                    continue
-                try:
-                    data = c.recv(RECV_BYTES)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    fail(c, error_kind(exc.errno or 0))
-                    continue
-                bytes_in += len(data)
-                sent = c.sent
-                settled = data == c.expect
-                if settled:
-                    n = len(sent)
-                    c.got = 0
-                else:
-                    n = absorb(c, data)
-                    if n <= 0:
-                        continue
-                completed += n
-                if n == 1:
-                    lat_append((now - sent.popleft()) // 1000)
-                else:
-                    for _ in range(n):
-                        lat_append((now - sent.popleft()) // 1000)
-                if not sending:
-                    if settled:
-                        c.expect = None
-                        c.owed.clear()
-                    continue
-                seq = c.seq
-                if n == 1:
-                    payload = pack(c.cid, seq) + filler
-                else:
-                    payload = b"".join([pack(c.cid, s) + filler for s in range(seq, seq + n)])
-                c.seq = seq + n
-                if settled:
-                    c.owed[0] = payload  # the one chunk that c.expect stood for
-                    c.expect = payload
-                else:
-                    owe(c, payload)
-                t = clock()
-                if c.out:
-                    queue_output(c, payload)
-                else:
-                    try:
-                        written = c.send(payload)
-                    except OSError as exc:
-                        fail(c, error_kind(exc.errno or 0))
-                        continue
-                    if written != len(payload):
-                        queue_output(c, payload, written)
-                bytes_out += len(payload)
-                if n == 1:
-                    sent.append(t)
-                else:
-                    sent.extend([t] * n)
-            done_total += completed
-            if measuring and completed:
-                per_second[(now - measure_start_ns) // 1_000_000_000] += completed
-
-    def _closed_loop_http(self) -> None:
-        # _closed_loop_echo with a fixed request. A reply identical to the last verified
-        # one is accepted by c.expect (that reply times the requests owed); as the owed
-        # count is the same after the refill, c.expect only changes after the slow path.
-        assert self.phases is not None
-        conns = self.conns
-        poll = self.ep.poll
-        clock = time.monotonic_ns
-        absorb = self._absorb
-        other_event = self._other_event
-        fail = self._fail
-        queue_output = self._queue_output
-        request = self.request
-        known_mult = self.known_mult
-        lat_append = self.recorder.pending.append
-        per_second = self.per_second
-        measure_start_ns = self.phases.measure_start_ns
-        done_total, bytes_in, bytes_out = self.done_total, self.bytes_in, self.bytes_out
-        sending = True
-        measuring = False
-        next_tick_ns = 0
-        now = clock()
-        while True:
-            events = poll((next_tick_ns - now) / 1e9 if next_tick_ns > now else 0)
-            now = clock()
-            if now >= next_tick_ns:
-                self.done_total, self.bytes_in, self.bytes_out = done_total, bytes_in, bytes_out
-                if not self._tick(now):
-                    return
-                next_tick_ns = self.next_tick_ns
-                sending = self.sending
-                measuring = self.measuring
-            completed = 0
-            for fd, ev in events:
-                c = conns.get(fd)
-                if c is None:
-                    continue
-                if ev != _IN and not other_event(c, ev):
-                    continue
-                try:
-                    data = c.recv(RECV_BYTES)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    fail(c, error_kind(exc.errno or 0))
-                    continue
-                bytes_in += len(data)
-                sent = c.sent
-                if data == c.expect:
-                    n = len(sent)
-                else:
-                    n = absorb(c, data)
-                    c.expect = None  # recomputed below, once the owed count is known
-                    if n <= 0:
-                        continue
-                completed += n
-                if n == 1:
-                    lat_append((now - sent.popleft()) // 1000)
-                else:
-                    for _ in range(n):
-                        lat_append((now - sent.popleft()) // 1000)
-                if not sending:
-                    c.expect = None if c.pending else known_mult[len(sent)]
-                    continue
-                payload = request if n == 1 else request * n
-                t = clock()
-                if c.out:
-                    queue_output(c, payload)
-                else:
-                    try:
-                        written = c.send(payload)
-                    except OSError as exc:
-                        fail(c, error_kind(exc.errno or 0))
-                        continue
-                    if written != len(payload):
-                        queue_output(c, payload, written)
-                bytes_out += len(payload)
-                if n == 1:
-                    sent.append(t)
-                else:
-                    sent.extend([t] * n)
-                if c.expect is None and not c.pending:
-                    c.expect = known_mult[len(sent)]
-            done_total += completed
-            if measuring and completed:
-                per_second[(now - measure_start_ns) // 1_000_000_000] += completed
+                self.send_requests(conn, self.spec.pipeline, None)
 
     def _open_loop(self) -> None:
         # Requests leave when their slot is due, not when a reply comes back, so a server
@@ -556,19 +357,20 @@ class Worker:
         ring = self.ring
         poll = self.ep.poll
         clock = time.monotonic_ns
-        absorb = self._absorb
-        other_event = self._other_event
-        fail = self._fail
-        send_requests = self._send_requests
-        echo = self.echo
-        known_mult = self.known_mult
+        absorb = self.client.absorb
+        rearm = self.client.rearm
+        other_event = self.other_event
+        fail = self.fail
+        send_requests = self.send_requests
         pipeline = self.spec.pipeline
         lat_append = self.recorder.pending.append
         unc_append = self.recorder_uncorrected.pending.append
         per_second = self.per_second
         measure_start_ns = self.phases.measure_start_ns
-        pacer = Pacer(self.phases.warmup_start_ns, self.spec.rate_rps)
+        end_ns = self.phases.end_ns
+        pacer = self.pacer = Pacer(self.phases.warmup_start_ns, self.spec.rate_rps)
         done_total = 0
+        due_count = answered = 0  # slots due in the window; replies to them in the window
         sending = True
         measuring = False
         next_tick_ns = 0
@@ -589,8 +391,10 @@ class Worker:
             now = clock()
             if now >= next_tick_ns:
                 self.done_total = done_total
-                if not self._tick(now):
+                self.slots_due, self.slots_answered = due_count, answered
+                if not self.tick(now):
                     return
+                due_count = self.slots_due  # the window's close adds the slots no pass took
                 next_tick_ns = self.next_tick_ns
                 sending = self.sending
                 measuring = self.measuring
@@ -622,15 +426,28 @@ class Worker:
                 sent = c.sent
                 intended = c.intended
                 for _ in range(n):
-                    lat_append((now - intended.popleft()) // 1000)
-                    unc_append((now - sent.popleft()) // 1000)
+                    due = intended.popleft()
+                    sent_ns = sent.popleft()
+                    # Only slots due in the window count, and only while it is open
+                    # (after its end they were counted late, censored at the end).
+                    if measure_start_ns <= due < end_ns and now < end_ns:
+                        answered += 1
+                        lat_append(now - due)
+                        unc_append(now - sent_ns)
                 if sending and c.backlog:
                     send_requests(c, min(pipeline - len(sent), len(c.backlog)), c.backlog)
-                if not echo:
-                    c.expect = None if c.pending else known_mult[len(sent)]
-            while sending and pacer.next_due_ns <= now and ring:
-                c = ring[pacer.slot % len(ring)]
+                else:
+                    rearm(c)
+            while sending and pacer.next_due_ns <= now:
                 due = pacer.advance()
+                if measure_start_ns <= due < end_ns:
+                    due_count += 1
+                    if not ring:
+                        self.slots_refused += 1  # every connection failed (errors say why)
+                        continue
+                if not ring:
+                    continue
+                c = ring[pacer.slot % len(ring)]
                 if len(c.sent) < pipeline and not c.backlog:
                     c.backlog.append(due)
                     send_requests(c, 1, c.backlog)
@@ -640,107 +457,54 @@ class Worker:
             if measuring and completed:
                 per_second[(now - measure_start_ns) // 1_000_000_000] += completed
 
-    def _send_requests(self, c: Conn, n: int, due: deque[int] | None) -> None:
+    def send_requests(self, c: Conn, n: int, due: deque[int] | None) -> None:
         """Send ``n`` requests on ``c``; open loop takes their intended times from ``due``."""
         if n <= 0:
             return
-        if self.echo:
-            seq = c.seq
-            payload = b"".join([echo_message(c.cid, s, self.filler) for s in range(seq, seq + n)])
-            c.seq = seq + n
-            self._owe(c, payload)
-        else:
-            payload = self.request * n
+        payload = self.client.payload(c, n)
         t = time.monotonic_ns()
         if c.out:
-            self._queue_output(c, payload)
+            self.queue_output(c, payload)
         else:
             try:
                 written = c.send(payload)
             except OSError as exc:
-                self._fail(c, error_kind(exc.errno or 0))
+                self.fail(c, error_kind(exc.errno or 0))
                 return
             if written != len(payload):
-                self._queue_output(c, payload, written)
+                self.queue_output(c, payload, written)
         self.bytes_out += len(payload)
         c.sent.extend([t] * n)
         if due is not None:
-            c.intended.extend([due.popleft() for _ in range(n)])
-        if not self.echo:
-            c.expect = None if c.pending else self.known_mult[len(c.sent)]
+            assert self.phases is not None
+            intended = [due.popleft() for _ in range(n)]
+            c.intended.extend(intended)
+            if self.measuring:
+                start, end = self.phases.measure_start_ns, self.phases.end_ns
+                self.slots_sent += sum(1 for i in intended if start <= i < end)
+        self.client.rearm(c)
 
-    # -- the slow path -------------------------------------------------------------------
+    # -- the slow path: output, reconnects, failures ----------------------------------------
 
-    def _absorb(self, c: Conn, data: bytes) -> int:
-        """Replies completed by ``data`` when it is not exactly everything owed; -1 if bad."""
-        if not data:
-            self._fail(c, CLOSED)
-            return -1
-        if self.echo:
-            return self._absorb_echo(c, data)
-        buf = c.pending + data if c.pending else data
-        try:
-            replies, consumed, self.known = parse_http_replies(buf, len(c.sent), self.known)
-        except VerifyError as exc:
-            self._fail(c, exc.kind)
-            return -1
-        c.pending = buf[consumed:]
-        if self.known and self.known_mult[1] != self.known:
-            self.known_mult[:] = [None] + [self.known * k for k in range(1, self.spec.pipeline + 1)]
-        return replies
+    error_kind = staticmethod(error_kind)
 
-    def _absorb_echo(self, c: Conn, data: bytes) -> int:
-        owed, pos = c.owed, c.owed_pos
-        matched = 0
-        while matched < len(data) and owed:
-            head = owed[0]
-            take = min(len(head) - pos, len(data) - matched)
-            piece = data if take == len(data) else data[matched : matched + take]
-            if not head.startswith(piece, pos):
-                break
-            matched += take
-            pos += take
-            if pos == len(head):
-                owed.popleft()
-                pos = 0
-        if matched < len(data):
-            expected = data[:matched] + b"".join(owed)[pos:]
-            self._fail(c, classify_echo(expected or None, data, c.got, self.filler, c.cid,
-                                        c.seq, self.spec.all_active))  # fmt: skip
-            return -1
-        c.owed_pos = pos
-        c.expect = owed[0] if len(owed) == 1 and pos == 0 else None
-        got = c.got + len(data)
-        c.got = got % self.spec.size_bytes
-        return got // self.spec.size_bytes
-
-    def _owe(self, c: Conn, payload: bytes) -> None:
-        """Echo: ``payload`` was sent; it is owed after whatever is still unanswered."""
-        owed = c.owed
-        owed.append(payload)
-        if len(owed) == 1 and c.owed_pos == 0:
-            c.expect = payload
-            return
-        owed_bytes = sum(map(len, owed)) - c.owed_pos
-        if owed_bytes > RECV_BYTES:
-            c.expect = None  # no single recv can settle it: the slow path reads it
-            return
-        # Small: one chunk again, so that a whole reply is accepted by one ==.
-        joined = b"".join(owed)[c.owed_pos :]
-        owed.clear()
-        owed.append(joined)
-        c.owed_pos = 0
-        c.expect = joined
-
-    def _other_event(self, c: Conn, ev: int) -> bool:
+    def other_event(self, c: Conn, ev: int) -> bool:
         """Handle writability; True when the connection should also be read."""
+        if c.connecting:
+            if not ev & (select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP):
+                return False
+            err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.fail(c, "connect_" + error_kind(err))
+                return False
+            c.connecting = False
         if ev & select.EPOLLOUT:
             self._flush(c)
-            if c.fd not in self.conns:
+            if self.conns.get(c.fd) is not c:
                 return False
         return bool(ev & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP))
 
-    def _queue_output(self, c: Conn, data: bytes, offset: int = 0) -> None:
+    def queue_output(self, c: Conn, data: bytes, offset: int = 0) -> None:
         """Keep ``data[offset:]`` to send when the socket is writable (EPOLLOUT)."""
         if not c.out:
             self.ep.modify(c.fd, _IN_OUT)
@@ -757,7 +521,7 @@ class Worker:
             except BlockingIOError:
                 return
             except OSError as exc:
-                self._fail(c, error_kind(exc.errno or 0))
+                self.fail(c, error_kind(exc.errno or 0))
                 return
             c.out_pos += written
             if c.out_pos < len(head):
@@ -766,18 +530,52 @@ class Worker:
             c.out_pos = 0
         self.ep.modify(c.fd, _IN)
 
-    def _fail(self, c: Conn, kind: str) -> None:
+    def fail(self, c: Conn, kind: str) -> None:
         """Count ``kind`` and close ``c``: after a bad reply the stream cannot be trusted."""
         self.errors[kind] += 1
         self.conns.pop(c.fd, None)
-        if c in self.ring:
-            self.ring.remove(c)
+        self._drop_slots(c)
         self.ep.unregister(c.fd)
         c.sock.close()
 
+    def _drop_slots(self, c: Conn) -> None:
+        """``c`` is gone: its slots due in the window so far are refused (open loop)."""
+        if c in self.ring:
+            self.ring.remove(c)
+        if self.phases is None or self.window_closed:
+            return  # warm-up slots are not counted; after the window they were late
+        start, end = self.phases.measure_start_ns, self.phases.end_ns
+        self.slots_refused += sum(1 for i in (*c.intended, *c.backlog) if start <= i < end)
+        c.intended.clear()
+        c.backlog.clear()
+
+    def reopen(self, c: Conn, payload: bytes) -> bool:
+        """The server ended ``c`` gracefully: connect again, then send ``payload`` first.
+
+        The new socket is watched for writability (``connect(2)``: EINPROGRESS, then
+        writable, then ``SO_ERROR``); until then everything sent on ``c`` is queued.
+        """
+        del self.conns[c.fd]
+        self.ep.unregister(c.fd)
+        c.sock.close()
+        c.out.clear()
+        try:
+            sock = self._new_connection()
+        except _ConnectFailed as exc:
+            self.errors[exc.kind] += 1
+            self._drop_slots(c)
+            return False
+        c.attach(sock, connecting=True)
+        self.conns[c.fd] = c
+        self.ep.register(c.fd, _IN_OUT)
+        c.out.append(payload)  # possibly b"": it still holds later sends back until connected
+        c.out_pos = 0
+        self.reconnects += 1
+        return True
+
     # -- phases --------------------------------------------------------------------------
 
-    def _tick(self, now: int) -> bool:
+    def tick(self, now: int) -> bool:
         """Phase changes, latency flushes, timeouts, control; False when the run is over."""
         assert self.phases is not None
         phases = self.phases
@@ -800,7 +598,7 @@ class Worker:
             if now >= phases.end_ns + self.timeout_ns:
                 for c in list(self.conns.values()):
                     if c.sent:
-                        self._fail(c, TIMEOUT)
+                        self.fail(c, TIMEOUT)
                 return False
             self.next_tick_ns = now + DRAIN_TICK_NS
         else:
@@ -814,8 +612,11 @@ class Worker:
     def _open_window(self) -> None:
         self._discard_latencies()
         self.measuring = True
-        cpu = os.times()
-        self.window_start = (self.done_total, self.bytes_in, self.bytes_out, cpu.user + cpu.system)
+        # CPU time at the window's edges, to the nanosecond (clock_gettime(2),
+        # CLOCK_PROCESS_CPUTIME_ID), not os.times()'s 10 ms ticks: a 1 s window would
+        # carry a 1% error per edge.
+        self.window_start = (self.done_total, self.bytes_in, self.bytes_out,
+                             time.process_time_ns(), time.monotonic_ns())  # fmt: skip
 
     def _close_window(self, now: int) -> None:
         if self.window_closed:
@@ -826,17 +627,35 @@ class Worker:
         if not self.measuring:
             return  # stopped during the warm-up: an empty window
         self.measuring = False
+        cpu_ns, wall_ns = time.process_time_ns(), time.monotonic_ns()
+        if self.pacer is not None:
+            self._censor_late(min(now, self.phases.end_ns))
         self._flush_latencies()
-        cpu = os.times()
-        done, bytes_in, bytes_out, cpu_s = self.window_start
+        done, bytes_in, bytes_out, cpu_start_ns, wall_start_ns = self.window_start
         window_ns = min(now, self.phases.end_ns) - self.phases.measure_start_ns
         self.window_counts = (
             self.done_total - done,
             self.bytes_in - bytes_in,
             self.bytes_out - bytes_out,
-            cpu.user + cpu.system - cpu_s,
+            (cpu_ns - cpu_start_ns) / 1e9,
             window_ns,
+            wall_ns - wall_start_ns,
         )
+
+    def _censor_late(self, close_ns: int) -> None:
+        """Open loop: every slot due in the window and not answered by ``close_ns`` is
+        late, recorded as if answered at ``close_ns`` (a lower bound of its latency)."""
+        assert self.phases is not None and self.pacer is not None
+        start = self.phases.measure_start_ns
+        late: list[int] = [i for c in self.conns.values() for i in (*c.intended, *c.backlog)
+                           if start <= i < close_ns]  # fmt: skip
+        while self.pacer.next_due_ns < close_ns:  # came due, but no loop pass took it yet
+            due = self.pacer.advance()
+            if due >= start:
+                self.slots_due += 1
+                late.append(due)
+        self.slots_late = len(late)
+        self.recorder.pending.extend([close_ns - i for i in late])
 
     def _flush_latencies(self) -> None:
         self.recorder.flush()
@@ -852,7 +671,7 @@ class Worker:
         oldest_allowed = now - self.timeout_ns
         for c in list(self.conns.values()):
             if c.sent and c.sent[0] < oldest_allowed:
-                self._fail(c, TIMEOUT)
+                self.fail(c, TIMEOUT)
 
     # -- report --------------------------------------------------------------------------
 
@@ -868,12 +687,20 @@ class Worker:
                 pass
         return still_open
 
+    def _slot_counts(self) -> SlotCounts | None:
+        if self.spec.rate_rps is None:
+            return None
+        return SlotCounts(self.slots_due, self.slots_sent, self.slots_answered,
+                          self.slots_late, self.slots_refused)  # fmt: skip
+
     def _report(self, ramp: RampReport) -> WorkerReport:
         self._discard_latencies()  # drain replies: outside the window
         idle_open = self._idle_open()
         if idle_open < len(self.idle_socks):
             self.errors[IDLE_CLOSED] += len(self.idle_socks) - idle_open
-        requests_ok, bytes_in, bytes_out, cpu_s, window_ns = self.window_counts
+        requests_ok, bytes_in, bytes_out, cpu_s, window_ns, cpu_wall_ns = self.window_counts
+        if self.spec.rate_rps is not None:
+            requests_ok = self.slots_answered  # replies to the window's slots, in the window
         seconds = max(0, window_ns) // 1_000_000_000
         for c in self.conns.values():
             c.sock.close()
@@ -889,11 +716,14 @@ class Worker:
             bytes_received=bytes_in,
             per_second=self.per_second[:seconds],
             cpu_s=cpu_s,
+            cpu_wall_ns=cpu_wall_ns,
             window_ns=max(0, window_ns),
             active_connected=ramp.active,
             idle_connected=ramp.idle,
             idle_open_at_end=idle_open,
             connect_errors=ramp.connect_errors,
+            reconnects=self.reconnects,
+            slots=self._slot_counts(),
             histogram=self.recorder.encode(),
             histogram_uncorrected=(
                 self.recorder_uncorrected.encode() if self.recorder_uncorrected else None

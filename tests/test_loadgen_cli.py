@@ -36,7 +36,7 @@ def test_summary_and_phase_lines_without_a_terminal(
     data = json.loads(out.read_text())
     assert f"{data['requests_ok']:,} ok" in summary
     assert "errors       none" in summary
-    assert f"p99 {data['latency_us']['p99']:,} us" in summary
+    assert f"p99 {data['latency_us']['p99']:,.1f} us" in summary
 
 
 def test_quiet_prints_nothing(start_server: ServerFactory) -> None:

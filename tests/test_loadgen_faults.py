@@ -21,7 +21,7 @@ import pytest
 
 from loadgen import LoadConfig, run_load
 from loadgen.config import LoadProtocol
-from loadgen.verify import echo_filler, echo_message
+from loadgen.protocols.echo import echo_filler, echo_message
 from servers.process import ServerProcess
 from servers.protocols import HTTP_OK
 from tests.conftest import ServerFactory
@@ -158,7 +158,10 @@ def test_idle_connections_closed_by_the_server_are_reported(
     ("reply", "kind"),
     [
         (HTTP_OK.replace(b"200 OK", b"500 Internal Server Error"), "http_status"),
-        (HTTP_OK.replace(b"Content-Length: 18\r\n", b""), "http_framing"),
+        (
+            HTTP_OK.replace(b"Content-Length: 18", b"Content-Length: 18\r\nContent-Length: 9"),
+            "http_framing",
+        ),
         (HTTP_OK.replace(b"Content-Length: 18", b"Content-Length: 5"), "unexpected_data"),
     ],
 )
@@ -381,12 +384,18 @@ def closed_port() -> int:
         (["--port", "PORT", "--connections", "50000", "--processes", "1"], "RLIMIT_NOFILE"),
         (["--port", "PORT", "--idle", "40000", "--processes", "4"], "ip_local_port_range"),
         (["--port", "PORT", "--json", "TMP/a-file/result.json"], "--json"),
+        (["--port", "PORT", "--cpus", "CPU", "--server-cpus", "CPU"], "--force"),
+        (["--port", "PORT", "--header", "no colon"], "--header"),
+        (["--port", "PORT", "--method", "HEAD"], "--method HEAD"),
+        (["--port", "PORT", "--path", "no-slash"], "--path"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str, tmp_path: Path) -> None:
     port = str(closed_port())
     (tmp_path / "a-file").write_text("")
-    argv = [a.replace("PORT", port).replace("TMP", str(tmp_path)) for a in args]
+    cpu = str(min(os.sched_getaffinity(0)))
+    argv = [a.replace("PORT", port).replace("TMP", str(tmp_path)).replace("CPU", cpu)
+            for a in args]  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "muxlab", "load", *argv],
         capture_output=True, text=True, timeout=60,
@@ -439,3 +448,17 @@ def test_a_failed_start_leaves_an_existing_result_untouched(tmp_path: Path) -> N
     assert proc.returncode == 2
     assert path.read_text() == '{"old": true}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_workers_missing_the_start_deadline_are_errors(
+    start_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No allowance to start: no worker can be ready in time, and none may run late."""
+    server = start_server("epoll-lt", "echo")
+    monkeypatch.setattr("loadgen.runner.SPAWN_ALLOWANCE_S", 0.0)
+    result = run_load(LoadConfig(port=server.port, connections=2, processes=2,
+                                 duration_s=0.3, warmup_s=0.0, timeout_s=0.001))  # fmt: skip
+    assert result.errors == {"worker_not_ready": 2}
+    assert result.requests_ok == 0
+    assert result.exit_status == 1
+    assert all("start deadline" in f for f in result.worker_failures)
