@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from benchmarks.names import check_safe_name
 from muxlab.errors import UsageError
 from servers.backends import BACKEND_NAMES, FD_SETSIZE
 from servers.peers import PEER_NAMES
@@ -84,6 +85,9 @@ class ExperimentSpec:
     idle: tuple[int, ...] = (0,)
     msg_bytes: tuple[int, ...] = (RATIO_MSG_BYTES,)
     pipeline: int = 1
+    # Repeats of this experiment's points; None: the plan's. Headline experiments ask for
+    # more than the rest (docs/sweep.md, "How many repeats").
+    repeats: int | None = None
 
     def points(self) -> list[PointSpec]:
         points: list[PointSpec] = []
@@ -108,6 +112,8 @@ class SweepPlan:
     warmup_s: float
     preset: str | None = None
     source: str | None = None  # the TOML file, when there was one
+    # Extra attempts of a repeat slot whose run was invalid (benchmarks.validity).
+    retries: int = 2
 
     def points(self) -> list[PointSpec]:
         """Every distinct point, in experiment order; shared points appear once."""
@@ -119,6 +125,16 @@ class SweepPlan:
 
     def experiments_of(self, point: PointSpec) -> list[str]:
         return [e.name for e in self.experiments if point in e.points()]
+
+    def kinds_of(self, point: PointSpec) -> list[str]:
+        return sorted({e.kind for e in self.experiments if point in e.points()})
+
+    def repeats_of(self, point: PointSpec) -> int:
+        """The most repeats any experiment holding this point asks for."""
+        return max(
+            (e.repeats or self.repeats for e in self.experiments if point in e.points()),
+            default=self.repeats,
+        )
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,7 @@ class PlanOverrides:
     repeats: int | None = None
     duration_s: float | None = None
     warmup_s: float | None = None
+    retries: int | None = None
 
 
 def fd_budget() -> int:
@@ -224,7 +241,7 @@ def preset(name: str) -> SweepPlan:
 
 # -- TOML ------------------------------------------------------------------------------
 
-_TOP_KEYS = {"preset", "repeats", "duration_s", "warmup_s", "experiments"}
+_TOP_KEYS = {"preset", "repeats", "retries", "duration_s", "warmup_s", "experiments"}
 _EXPERIMENT_KEYS = {f.name for f in fields(ExperimentSpec)}
 
 
@@ -254,6 +271,7 @@ def load_toml(path: Path) -> SweepPlan:
     return replace(
         plan,
         repeats=_number(path, data, "repeats", plan.repeats, int),
+        retries=_number(path, data, "retries", plan.retries, int),
         duration_s=_number(path, data, "duration_s", plan.duration_s, float),
         warmup_s=_number(path, data, "warmup_s", plan.warmup_s, float),
     )
@@ -276,7 +294,7 @@ def _experiment_from_toml(path: Path, table: Any) -> ExperimentSpec:
         raise UsageError(f"{path}: unknown experiment key(s) {', '.join(sorted(unknown))}")
     if "name" not in table:
         raise UsageError(f"{path}: every experiment needs a name")
-    name = str(table["name"])
+    name = check_safe_name("experiment name", str(table["name"]))
     kind = table.get("kind", name)
     if kind not in EXPERIMENT_KINDS:
         kinds = ", ".join(EXPERIMENT_KINDS)
@@ -288,8 +306,9 @@ def _experiment_from_toml(path: Path, table: Any) -> ExperimentSpec:
     for key in ("connections", "idle", "msg_bytes"):
         if key in table:
             values[key] = _ints(path, name, key, table[key])
-    if "pipeline" in table:
-        values["pipeline"] = _ints(path, name, "pipeline", [table["pipeline"]])[0]
+    for key in ("pipeline", "repeats"):
+        if key in table:
+            values[key] = _ints(path, name, key, [table[key]])[0]
     if "impls" not in values:
         raise UsageError(f"{path}: experiment {name!r} needs impls")
     spec = ExperimentSpec(**values)
@@ -327,6 +346,8 @@ def validate_experiment(spec: ExperimentSpec) -> None:
         raise UsageError(f"experiment {spec.name!r}: idle connections must be >= 0")
     if any(n < 1 for n in spec.msg_bytes) or spec.pipeline < 1:
         raise UsageError(f"experiment {spec.name!r}: sizes and pipeline must be >= 1")
+    if spec.repeats is not None and spec.repeats < 1:
+        raise UsageError(f"experiment {spec.name!r}: repeats must be >= 1")
     budget = fd_budget()
     too_many = [c + i for c in spec.connections for i in spec.idle if c + i > budget]
     if too_many:
@@ -368,11 +389,15 @@ def apply_overrides(plan: SweepPlan, flags: PlanOverrides) -> SweepPlan:
         repeats=plan.repeats if flags.repeats is None else flags.repeats,
         duration_s=plan.duration_s if flags.duration_s is None else flags.duration_s,
         warmup_s=plan.warmup_s if flags.warmup_s is None else flags.warmup_s,
+        retries=plan.retries if flags.retries is None else flags.retries,
     )
+    if flags.repeats is not None:
+        # --repeats is the user's explicit count: it overrides every experiment's own.
+        new = replace(new, experiments=tuple(replace(e, repeats=None) for e in experiments))
     if not new.experiments or not new.points():
         raise UsageError("the plan has no points left to measure")
-    if new.repeats < 1 or new.duration_s <= 0 or new.warmup_s < 0:
-        raise UsageError("need repeats >= 1, duration > 0 and warm-up >= 0")
+    if new.repeats < 1 or new.duration_s <= 0 or new.warmup_s < 0 or new.retries < 0:
+        raise UsageError("need repeats >= 1, retries >= 0, duration > 0 and warm-up >= 0")
     return new
 
 
@@ -391,6 +416,7 @@ def plan_to_json(plan: SweepPlan) -> dict[str, Any]:
         "preset": plan.preset,
         "source": plan.source,
         "repeats": plan.repeats,
+        "retries": plan.retries,
         "duration_s": plan.duration_s,
         "warmup_s": plan.warmup_s,
         "experiments": [
@@ -410,6 +436,7 @@ def plan_from_json(data: dict[str, Any]) -> SweepPlan:
             idle=tuple(e["idle"]),
             msg_bytes=tuple(e["msg_bytes"]),
             pipeline=e["pipeline"],
+            repeats=e.get("repeats"),
         )
         for e in data["experiments"]
     )
@@ -420,4 +447,5 @@ def plan_from_json(data: dict[str, Any]) -> SweepPlan:
         data["warmup_s"],
         data.get("preset"),
         data.get("source"),
+        data.get("retries", 0),
     )
