@@ -162,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
         results.data["resumed"].append({"command": command, "at": now_iso()})
     else:
         plan = choose_plan(args)
-        run_id = check_safe_name("--run-id", args.run_id or default_run_id(plan.preset))
+        run_id = default_run_id(plan.preset) if args.run_id is None else args.run_id
+        check_safe_name("--run-id", run_id)
         run_dir = args.out_dir / run_id
         if (run_dir / "results.json").exists():
             raise UsageError(f"{run_dir} already has results; use --resume {run_dir}")

@@ -391,7 +391,8 @@ class NginxServer(ChildServer):
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise ServerProcessError(
-                    f"nginx exited with {self._proc.returncode}: {self._log_tail()}"
+                    f"nginx exited with {self._proc.returncode}: {self._log_tail()} "
+                    f"(log: {self.error_log})"
                 )
             workers = children_of(self._proc.pid)
             if workers and self._accepts():
@@ -401,12 +402,15 @@ class NginxServer(ChildServer):
         raise ServerProcessError(f"nginx did not listen on {self.host}:{self.port} in time")
 
     def _log_tail(self) -> str:
+        """The first fatal line of the error log (nginx retries a failed bind() and ends
+        with "still could not bind()", which says less), else its last line."""
         try:
             assert self.error_log is not None
             lines = self.error_log.read_text(errors="replace").strip().splitlines()
         except OSError:
             return "(no error log)"
-        return lines[-1] if lines else "(empty error log)"
+        fatal = [line for line in lines if "[emerg]" in line]
+        return (fatal or lines or ["(empty error log)"])[0 if fatal else -1]
 
     def _accepts(self) -> bool:
         try:
