@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     plan.add_argument(
         "--preset",
         default=None,
-        help="quick (<= 90 s, CI), default (<= 10 min) or full (to the fd limit) "
+        help="quick (<= 2 min, CI), default (<= 15 min) or full (to the fd limit) "
         "(default: default)",
     )
     plan.add_argument(
@@ -304,7 +304,8 @@ def announce(results: ResultsFile, plan: SweepPlan) -> None:
 
 
 def estimate_seconds(plan: SweepPlan, records: list[dict[str, Any]]) -> float:
-    """Time for the unmeasured repeats of ``records``, retries not counted."""
+    """Time for the unmeasured repeats of ``records`` (result-file point records),
+    retries not counted: the budget each preset's docstring states."""
     from benchmarks import sweep
 
     per_run = plan.warmup_s + plan.duration_s + RUN_OVERHEAD_S

@@ -172,12 +172,21 @@ def _preset_experiments(
     ltet_connections: tuple[int, ...],
     peer_connections: tuple[int, ...],
     http_peers: tuple[str, ...],
+    headline_repeats: int | None = None,
 ) -> tuple[ExperimentSpec, ...]:
+    """The five experiments; ``headline_repeats`` for the two whose points the headline
+    ratios read (idle: ratio (a); peers: ratios (b) and (c))."""
     return (
         ExperimentSpec("active", "active", BACKENDS, connections=active),
-        ExperimentSpec("idle", "idle", BACKENDS, idle=idle),
+        ExperimentSpec("idle", "idle", BACKENDS, idle=idle, repeats=headline_repeats),
         ExperimentSpec("ltet", "ltet", EPOLL, connections=ltet_connections, msg_bytes=ltet_sizes),
-        ExperimentSpec("peers", "peers", EPOLL + PY_PEERS, connections=peer_connections),
+        ExperimentSpec(
+            "peers",
+            "peers",
+            EPOLL + PY_PEERS,
+            connections=peer_connections,
+            repeats=headline_repeats,
+        ),
         ExperimentSpec(
             "peers-http", "peers", http_peers, protocols=("http",), connections=peer_connections
         ),
@@ -185,9 +194,14 @@ def _preset_experiments(
 
 
 def preset(name: str) -> SweepPlan:
+    """A named plan. Budgets are for 2 CPUs, from ``muxlab sweep``'s own estimate: per run,
+    warm-up + window + ~1.5 s (two interpreters start, connect, reap), plus 0.2 ms per
+    connection for the ramp; retries of invalid repeats come on top."""
     if name == "quick":
-        # <= 90 s on 2 cores: two points per line, one repeat; enough to draw every chart
-        # and print every ratio that has a 100-connection point.
+        # <= 2 min on 2 cores (31 points, 31 runs of 0.9 s, about 1.3 min by the
+        # estimate; 50 s on a quiet machine): every chart drawn, every ratio with a
+        # 100-connection point printed. One repeat: no intervals, so every verdict is
+        # "undecided"; the statistics are tested on synthetic samples instead.
         return SweepPlan(
             _preset_experiments(
                 active=(1, 100),
@@ -203,14 +217,22 @@ def preset(name: str) -> SweepPlan:
             preset=name,
         )
     if name == "default":
+        # <= ~15 min on 2 cores: 56 points, 270 runs of 0.5 s warm-up + 1 s window, about
+        # 14.8 min by the estimate (the capacity and latency experiments add their own
+        # budget on top). Measured here (docs/sweep.md, "Window and repeats"): a longer
+        # window did not narrow the typical spread, outliers from other jobs dominate it,
+        # so the budget buys repeats: 7 for the headline points (from 7 the median's 95%
+        # interval drops the extreme repeat on each side; from 5 it cannot), 3 elsewhere.
+        # ltet runs at 100 connections only: its 10-connection lines cost 0.9 min.
         return SweepPlan(
             _preset_experiments(
                 active=(1, 10, 100, 1000, 10000),
                 idle=(0, 100, 500, 10000),
                 ltet_sizes=(64, 1024, 16384, 1 << 20),
-                ltet_connections=(10, 100),
-                peer_connections=(100, 1000),
+                ltet_connections=(100,),
+                peer_connections=RATIO_CONNECTIONS,
                 http_peers=HTTP_PEERS,
+                headline_repeats=7,
             ),
             repeats=3,
             duration_s=1.0,
@@ -218,6 +240,8 @@ def preset(name: str) -> SweepPlan:
             preset=name,
         )
     if name == "full":
+        # Over an hour: log grids to the descriptor budget, 5 repeats of 3 s, 9 for the
+        # headline experiments.
         top = fd_budget()
         active = (*(n for n in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if n < top), top)
         idle_top = top - IDLE_ACTIVE_CONNECTIONS
@@ -230,6 +254,7 @@ def preset(name: str) -> SweepPlan:
                 ltet_connections=(1, 10, 100, 1000),
                 peer_connections=(10, 100, 1000, 10000),
                 http_peers=HTTP_PEERS,
+                headline_repeats=9,
             ),
             repeats=5,
             duration_s=3.0,
