@@ -194,9 +194,16 @@ def machine_line(data: dict[str, Any]) -> str:
     return (
         f"run {data['run_id']}: {env.get('cpu_model')}, {env.get('cpus')} CPUs, Linux "
         f"{env.get('kernel')}, Python {env.get('python')}; server on CPU {pin.get('server_cpu')}, "
-        f"client on {pin.get('client_cpus')}; {data['plan']['repeats']} repeat(s) of "
+        f"client on {pin.get('client_cpus')}; {repeats_text(data)} of "
         f"{data['plan']['duration_s']} s."
     )
+
+
+def repeats_text(data: dict[str, Any]) -> str:
+    """ "3 repeat(s)", or "3-7 repeat(s)" when experiments ask for different counts."""
+    wanted = {r.get("repeats_wanted", data["plan"]["repeats"]) for r in data["points"]}
+    low, high = min(wanted, default=0), max(wanted, default=0)
+    return f"{low} repeat(s)" if low == high else f"{low}-{high} repeat(s)"
 
 
 # -- sweep charts, one function per experiment kind ------------------------------------
