@@ -234,7 +234,7 @@ def choose_plan(args: argparse.Namespace) -> SweepPlan:
 
 
 def resume_results(args: argparse.Namespace) -> ResultsFile:
-    from benchmarks.results import ResultsFile
+    from benchmarks.results import SCHEMA_VERSION, ResultsFile
 
     plan_flags = (
         "preset",
@@ -263,7 +263,14 @@ def resume_results(args: argparse.Namespace) -> ResultsFile:
         path = args.out_dir / check_safe_name("--resume run id", args.resume)
     if not path.exists():
         raise UsageError(f"no run {args.resume!r} (looked in {args.out_dir})")
-    return ResultsFile.load(path)
+    results = ResultsFile.load(path)
+    if results.data["schema_version"] != SCHEMA_VERSION:
+        # A schema 1 file has no validity, retries or per-point repeat counts to go on.
+        raise UsageError(
+            f"{results.path} was written by an older muxlab (schema_version "
+            f"{results.data['schema_version']}); start a new run"
+        )
+    return results
 
 
 def check_cpus(server_cpu: int, client_cpus: tuple[int, ...], force: bool = False) -> None:

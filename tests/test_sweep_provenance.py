@@ -128,3 +128,13 @@ def test_server_cpu_that_is_a_client_cpu_is_refused_unless_forced(
     assert status == 2
     assert "cannot run '/nonexistent/loadgen'" in one_line_error(capsys.readouterr().err)
     assert not any(tmp_path.iterdir())
+
+
+def test_resume_refuses_a_schema_1_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = stored_run(tmp_path)
+    data = json.loads((run_dir / "results.json").read_text())
+    data["schema_version"] = 1
+    (run_dir / "results.json").write_text(json.dumps(data))
+    status = main(["sweep", "--resume", str(run_dir), "--force"])
+    assert status == 2
+    assert "written by an older muxlab" in one_line_error(capsys.readouterr().err)
