@@ -235,6 +235,8 @@ def run_point_once(
     json_rel = f"loadgen/{stem}.json"
     json_path = config.run_dir / json_rel
     json_path.parent.mkdir(parents=True, exist_ok=True)
+    # A file left by an attempt that Ctrl-C cut short must not pass for this one's.
+    json_path.unlink(missing_ok=True)
     started_at = now_iso()
     log_path = config.run_dir / "servers" / f"{stem}.log"
     server = make_server(point, config.server_cpu, log_path)
