@@ -13,8 +13,9 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from benchmarks.names import check_safe_name
 from muxlab.cli import HelpFormatter
 from muxlab.errors import UsageError
 from muxlab.limits import raise_fd_limit
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 # Seconds one run costs besides warm-up and measurement: two interpreters start, the load
 # generator connects, everything is reaped. Only for the time estimate.
 RUN_OVERHEAD_S = 1.5
+# Exit status when the sweep finished but some point has no valid repeat: distinct from 1
+# (a run that could not start) and 2 (usage), so CI can tell "measured, but not all" apart.
+EXIT_POINT_FAILED = 3
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -61,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     plan.add_argument(
         "--preset",
         default=None,
-        help="quick (<= 90 s, CI), default (<= 10 min) or full (to the fd limit) "
+        help="quick (<= 2 min, CI), default (<= 15 min) or full (to the fd limit) "
         "(default: default)",
     )
     plan.add_argument(
@@ -95,6 +99,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="message sizes in bytes for the ltet experiment",
     )
     plan.add_argument("--repeats", type=int, default=None, help="runs per point")
+    plan.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="extra attempts of a repeat whose run was invalid (default: 2)",
+    )
     plan.add_argument("--duration", type=float, default=None, help="measurement window, s")
     plan.add_argument("--warmup", type=float, default=None, help="discarded warm-up, s")
     parser.add_argument(
@@ -128,31 +138,39 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="command that runs the load generator (default: "
         "'python -m muxlab load'); it must accept muxlab load's options",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="run anyway with the server on a client CPU, or resume a run made from "
+        "another commit or environment",
+    )
     parser.add_argument("--no-charts", action="store_true", help="skip drawing the charts")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import experiments, sweep
+    from benchmarks import experiments, provenance, sweep
     from benchmarks.results import ResultsFile, now_iso
     from muxlab.environment import environment
 
     command = ["muxlab", *sys.argv[1:]]
     if args.resume is not None:
         results = resume_results(args)
+        provenance.check_resume(results.data, provenance.provenance(), force=args.force)
         plan = experiments.plan_from_json(results.data["plan"])
         results.data["resumed"].append({"command": command, "at": now_iso()})
     else:
         plan = choose_plan(args)
-        run_id = args.run_id or default_run_id(plan.preset)
+        run_id = default_run_id(plan.preset) if args.run_id is None else args.run_id
+        check_safe_name("--run-id", run_id)
         run_dir = args.out_dir / run_id
         if (run_dir / "results.json").exists():
             raise UsageError(f"{run_dir} already has results; use --resume {run_dir}")
         default_server, default_clients = sweep.default_cpus()
         server_cpu = default_server if args.server_cpu is None else args.server_cpu
         client_cpus = default_clients if args.client_cpus is None else args.client_cpus
-        check_cpus(server_cpu, client_cpus)
+        check_cpus(server_cpu, client_cpus, force=args.force)
         loadgen = shlex.split(args.loadgen) if args.loadgen else list(sweep.LOADGEN)
         if not loadgen or shutil.which(loadgen[0]) is None:
             raise UsageError(f"--loadgen: cannot run {args.loadgen!r}: no such program")
@@ -170,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
             environment(),
             {"server_cpu": server_cpu, "client_cpus": list(client_cpus), "loadgen": loadgen},
             notes,
+            provenance.provenance(server_cpu, client_cpus),
         )
     pinning = results.data["pinning"]
     config = sweep.SweepConfig(
@@ -207,6 +226,7 @@ def choose_plan(args: argparse.Namespace) -> SweepPlan:
         idle=args.idle,
         msg_bytes=args.sizes,
         repeats=args.repeats,
+        retries=args.retries,
         duration_s=args.duration,
         warmup_s=args.warmup,
     )
@@ -214,7 +234,7 @@ def choose_plan(args: argparse.Namespace) -> SweepPlan:
 
 
 def resume_results(args: argparse.Namespace) -> ResultsFile:
-    from benchmarks.results import ResultsFile
+    from benchmarks.results import SCHEMA_VERSION, ResultsFile
 
     plan_flags = (
         "preset",
@@ -225,6 +245,7 @@ def resume_results(args: argparse.Namespace) -> ResultsFile:
         "idle",
         "sizes",
         "repeats",
+        "retries",
         "duration",
         "warmup",
         "run_id",
@@ -235,22 +256,39 @@ def resume_results(args: argparse.Namespace) -> ResultsFile:
     given = [f"--{f.replace('_', '-')}" for f in plan_flags if getattr(args, f) is not None]
     if given:
         raise UsageError(f"--resume continues the stored plan; drop {', '.join(given)}")
+    # An existing directory is the user's own choice of place; anything else is a run id,
+    # which must stay one component under --out-dir.
     path = Path(args.resume)
-    if not path.exists():
-        path = args.out_dir / args.resume
+    if not path.is_dir():
+        path = args.out_dir / check_safe_name("--resume run id", args.resume)
     if not path.exists():
         raise UsageError(f"no run {args.resume!r} (looked in {args.out_dir})")
-    return ResultsFile.load(path)
+    results = ResultsFile.load(path)
+    if results.data["schema_version"] != SCHEMA_VERSION:
+        # A schema 1 file has no validity, retries or per-point repeat counts to go on.
+        raise UsageError(
+            f"{results.path} was written by an older muxlab (schema_version "
+            f"{results.data['schema_version']}); start a new run"
+        )
+    return results
 
 
-def check_cpus(server_cpu: int, client_cpus: tuple[int, ...]) -> None:
+def check_cpus(server_cpu: int, client_cpus: tuple[int, ...], force: bool = False) -> None:
     """Every CPU named must be one this process may run on (``sched_getaffinity(2)``):
-    otherwise every point would fail, one by one, after a server that cannot start."""
+    otherwise every point would fail, one by one, after a server that cannot start.
+
+    A server sharing a CPU with the load generator measures the contention between them,
+    not the server: refused unless ``force`` (a one-CPU machine has no other choice)."""
     available = os.sched_getaffinity(0)
     unknown = sorted({server_cpu, *client_cpus} - available)
     if unknown:
         names = ", ".join(map(str, unknown))
         raise UsageError(f"CPU {names} not available here (available: {sorted(available)})")
+    if server_cpu in client_cpus and not force:
+        raise UsageError(
+            f"server CPU {server_cpu} is also a client CPU; pick others with --server-cpu "
+            "and --client-cpus, or accept the contention with --force"
+        )
 
 
 def default_run_id(preset: str | None) -> str:
@@ -262,13 +300,9 @@ def announce(results: ResultsFile, plan: SweepPlan) -> None:
     from benchmarks import sweep
 
     records = results.data["points"]
-    todo = [r for r in records if r["status"] in ("pending", "failed")]
-    runs = sum(plan.repeats - len(r["repeats"]) for r in todo)
-    per_run = plan.warmup_s + plan.duration_s + RUN_OVERHEAD_S
-    estimate_s = runs * per_run + sum(
-        sweep.CONNECT_S_PER_CONNECTION * (r["spec"]["connections"] + r["spec"]["idle"])
-        for r in todo
-    )
+    todo = [r for r in records if r["status"] == "pending"]
+    runs = sweep.unsettled_slots(results, plan)
+    estimate_s = estimate_seconds(plan, todo)
     print(
         f"muxlab sweep: run {results.data['run_id']}: {len(todo)} of {len(records)} points "
         f"to measure, {runs} runs, about {estimate_s / 60:.1f} min; writing {results.run_dir}",
@@ -276,21 +310,41 @@ def announce(results: ResultsFile, plan: SweepPlan) -> None:
     )
 
 
+def estimate_seconds(plan: SweepPlan, records: list[dict[str, Any]]) -> float:
+    """Time for the unmeasured repeats of ``records`` (result-file point records),
+    retries not counted: the budget each preset's docstring states."""
+    from benchmarks import sweep
+
+    per_run = plan.warmup_s + plan.duration_s + RUN_OVERHEAD_S
+    total = 0.0
+    for record in records:
+        runs = record["repeats_wanted"] - record["repeats_valid"]
+        ramp = sweep.CONNECT_S_PER_CONNECTION * (
+            record["spec"]["connections"] + record["spec"]["idle"]
+        )
+        total += runs * (per_run + ramp)
+    return total
+
+
 def finish(results: ResultsFile, draw: bool) -> int:
+    """Summary, CSV, charts; exit 0, or :data:`EXIT_POINT_FAILED` when a point failed."""
     from benchmarks.plot import plot_results
-    from benchmarks.results import validate, window_drift
+    from benchmarks.results import validate
     from benchmarks.summary import format_report
 
-    csv_path = results.write_csv()
+    csv_paths = results.write_csv()
     print(format_report(results.data))
-    problems = validate(results.data)
-    for record in results.data["points"]:
-        problems += window_drift(record)
-    for problem in problems:
+    for problem in validate(results.data):
         print(f"muxlab sweep: warning: {problem}", file=sys.stderr)
-    outputs = [results.path, csv_path]
+    outputs = [results.path, *csv_paths]
     if draw:
         outputs += plot_results(results.data, results.run_dir / "charts")
     print(f"\nmuxlab sweep: wrote {len(outputs)} files under {results.run_dir}", file=sys.stderr)
-    failed = [r for r in results.data["points"] if r["status"] == "failed"]
-    return 1 if failed else 0
+    failed = [r["key"] for r in results.data["points"] if r["status"] == "failed"]
+    if failed:
+        print(
+            f"muxlab sweep: {len(failed)} point(s) failed (no valid repeat): {', '.join(failed)}",
+            file=sys.stderr,
+        )
+        return EXIT_POINT_FAILED
+    return 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from benchmarks.names import check_safe_name
 from muxlab.errors import UsageError
 from servers.backends import BACKEND_NAMES, FD_SETSIZE
 from servers.peers import PEER_NAMES
@@ -84,6 +85,9 @@ class ExperimentSpec:
     idle: tuple[int, ...] = (0,)
     msg_bytes: tuple[int, ...] = (RATIO_MSG_BYTES,)
     pipeline: int = 1
+    # Repeats of this experiment's points; None: the plan's. Headline experiments ask for
+    # more than the rest (docs/sweep.md, "How many repeats").
+    repeats: int | None = None
 
     def points(self) -> list[PointSpec]:
         points: list[PointSpec] = []
@@ -108,6 +112,8 @@ class SweepPlan:
     warmup_s: float
     preset: str | None = None
     source: str | None = None  # the TOML file, when there was one
+    # Extra attempts of a repeat slot whose run was invalid (benchmarks.validity).
+    retries: int = 2
 
     def points(self) -> list[PointSpec]:
         """Every distinct point, in experiment order; shared points appear once."""
@@ -119,6 +125,16 @@ class SweepPlan:
 
     def experiments_of(self, point: PointSpec) -> list[str]:
         return [e.name for e in self.experiments if point in e.points()]
+
+    def kinds_of(self, point: PointSpec) -> list[str]:
+        return sorted({e.kind for e in self.experiments if point in e.points()})
+
+    def repeats_of(self, point: PointSpec) -> int:
+        """The most repeats any experiment holding this point asks for."""
+        return max(
+            (e.repeats or self.repeats for e in self.experiments if point in e.points()),
+            default=self.repeats,
+        )
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,7 @@ class PlanOverrides:
     repeats: int | None = None
     duration_s: float | None = None
     warmup_s: float | None = None
+    retries: int | None = None
 
 
 def fd_budget() -> int:
@@ -155,12 +172,21 @@ def _preset_experiments(
     ltet_connections: tuple[int, ...],
     peer_connections: tuple[int, ...],
     http_peers: tuple[str, ...],
+    headline_repeats: int | None = None,
 ) -> tuple[ExperimentSpec, ...]:
+    """The five experiments; ``headline_repeats`` for the two whose points the headline
+    ratios read (idle: ratio (a); peers: ratios (b) and (c))."""
     return (
         ExperimentSpec("active", "active", BACKENDS, connections=active),
-        ExperimentSpec("idle", "idle", BACKENDS, idle=idle),
+        ExperimentSpec("idle", "idle", BACKENDS, idle=idle, repeats=headline_repeats),
         ExperimentSpec("ltet", "ltet", EPOLL, connections=ltet_connections, msg_bytes=ltet_sizes),
-        ExperimentSpec("peers", "peers", EPOLL + PY_PEERS, connections=peer_connections),
+        ExperimentSpec(
+            "peers",
+            "peers",
+            EPOLL + PY_PEERS,
+            connections=peer_connections,
+            repeats=headline_repeats,
+        ),
         ExperimentSpec(
             "peers-http", "peers", http_peers, protocols=("http",), connections=peer_connections
         ),
@@ -168,9 +194,14 @@ def _preset_experiments(
 
 
 def preset(name: str) -> SweepPlan:
+    """A named plan. Budgets are for 2 CPUs, from ``muxlab sweep``'s own estimate: per run,
+    warm-up + window + ~1.5 s (two interpreters start, connect, reap), plus 0.2 ms per
+    connection for the ramp; retries of invalid repeats come on top."""
     if name == "quick":
-        # <= 90 s on 2 cores: two points per line, one repeat; enough to draw every chart
-        # and print every ratio that has a 100-connection point.
+        # <= 2 min on 2 cores (31 points, 31 runs of 0.9 s, about 1.3 min by the
+        # estimate; 50 s on a quiet machine): every chart drawn, every ratio with a
+        # 100-connection point printed. One repeat: no intervals, so every verdict is
+        # "undecided"; the statistics are tested on synthetic samples instead.
         return SweepPlan(
             _preset_experiments(
                 active=(1, 100),
@@ -186,14 +217,22 @@ def preset(name: str) -> SweepPlan:
             preset=name,
         )
     if name == "default":
+        # <= ~15 min on 2 cores: 56 points, 270 runs of 0.5 s warm-up + 1 s window, about
+        # 14.8 min by the estimate (the capacity and latency experiments add their own
+        # budget on top). Measured here (docs/sweep.md, "Window and repeats"): a longer
+        # window did not narrow the typical spread, outliers from other jobs dominate it,
+        # so the budget buys repeats: 7 for the headline points (from 7 the median's 95%
+        # interval drops the extreme repeat on each side; from 5 it cannot), 3 elsewhere.
+        # ltet runs at 100 connections only: its 10-connection lines cost 0.9 min.
         return SweepPlan(
             _preset_experiments(
                 active=(1, 10, 100, 1000, 10000),
                 idle=(0, 100, 500, 10000),
                 ltet_sizes=(64, 1024, 16384, 1 << 20),
-                ltet_connections=(10, 100),
-                peer_connections=(100, 1000),
+                ltet_connections=(100,),
+                peer_connections=RATIO_CONNECTIONS,
                 http_peers=HTTP_PEERS,
+                headline_repeats=7,
             ),
             repeats=3,
             duration_s=1.0,
@@ -201,6 +240,8 @@ def preset(name: str) -> SweepPlan:
             preset=name,
         )
     if name == "full":
+        # Over an hour: log grids to the descriptor budget, 5 repeats of 3 s, 9 for the
+        # headline experiments.
         top = fd_budget()
         active = (*(n for n in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if n < top), top)
         idle_top = top - IDLE_ACTIVE_CONNECTIONS
@@ -213,6 +254,7 @@ def preset(name: str) -> SweepPlan:
                 ltet_connections=(1, 10, 100, 1000),
                 peer_connections=(10, 100, 1000, 10000),
                 http_peers=HTTP_PEERS,
+                headline_repeats=9,
             ),
             repeats=5,
             duration_s=3.0,
@@ -224,7 +266,7 @@ def preset(name: str) -> SweepPlan:
 
 # -- TOML ------------------------------------------------------------------------------
 
-_TOP_KEYS = {"preset", "repeats", "duration_s", "warmup_s", "experiments"}
+_TOP_KEYS = {"preset", "repeats", "retries", "duration_s", "warmup_s", "experiments"}
 _EXPERIMENT_KEYS = {f.name for f in fields(ExperimentSpec)}
 
 
@@ -254,6 +296,7 @@ def load_toml(path: Path) -> SweepPlan:
     return replace(
         plan,
         repeats=_number(path, data, "repeats", plan.repeats, int),
+        retries=_number(path, data, "retries", plan.retries, int),
         duration_s=_number(path, data, "duration_s", plan.duration_s, float),
         warmup_s=_number(path, data, "warmup_s", plan.warmup_s, float),
     )
@@ -276,7 +319,7 @@ def _experiment_from_toml(path: Path, table: Any) -> ExperimentSpec:
         raise UsageError(f"{path}: unknown experiment key(s) {', '.join(sorted(unknown))}")
     if "name" not in table:
         raise UsageError(f"{path}: every experiment needs a name")
-    name = str(table["name"])
+    name = check_safe_name("experiment name", str(table["name"]))
     kind = table.get("kind", name)
     if kind not in EXPERIMENT_KINDS:
         kinds = ", ".join(EXPERIMENT_KINDS)
@@ -288,8 +331,9 @@ def _experiment_from_toml(path: Path, table: Any) -> ExperimentSpec:
     for key in ("connections", "idle", "msg_bytes"):
         if key in table:
             values[key] = _ints(path, name, key, table[key])
-    if "pipeline" in table:
-        values["pipeline"] = _ints(path, name, "pipeline", [table["pipeline"]])[0]
+    for key in ("pipeline", "repeats"):
+        if key in table:
+            values[key] = _ints(path, name, key, [table[key]])[0]
     if "impls" not in values:
         raise UsageError(f"{path}: experiment {name!r} needs impls")
     spec = ExperimentSpec(**values)
@@ -327,6 +371,8 @@ def validate_experiment(spec: ExperimentSpec) -> None:
         raise UsageError(f"experiment {spec.name!r}: idle connections must be >= 0")
     if any(n < 1 for n in spec.msg_bytes) or spec.pipeline < 1:
         raise UsageError(f"experiment {spec.name!r}: sizes and pipeline must be >= 1")
+    if spec.repeats is not None and spec.repeats < 1:
+        raise UsageError(f"experiment {spec.name!r}: repeats must be >= 1")
     budget = fd_budget()
     too_many = [c + i for c in spec.connections for i in spec.idle if c + i > budget]
     if too_many:
@@ -368,11 +414,15 @@ def apply_overrides(plan: SweepPlan, flags: PlanOverrides) -> SweepPlan:
         repeats=plan.repeats if flags.repeats is None else flags.repeats,
         duration_s=plan.duration_s if flags.duration_s is None else flags.duration_s,
         warmup_s=plan.warmup_s if flags.warmup_s is None else flags.warmup_s,
+        retries=plan.retries if flags.retries is None else flags.retries,
     )
+    if flags.repeats is not None:
+        # --repeats is the user's explicit count: it overrides every experiment's own.
+        new = replace(new, experiments=tuple(replace(e, repeats=None) for e in experiments))
     if not new.experiments or not new.points():
         raise UsageError("the plan has no points left to measure")
-    if new.repeats < 1 or new.duration_s <= 0 or new.warmup_s < 0:
-        raise UsageError("need repeats >= 1, duration > 0 and warm-up >= 0")
+    if new.repeats < 1 or new.duration_s <= 0 or new.warmup_s < 0 or new.retries < 0:
+        raise UsageError("need repeats >= 1, retries >= 0, duration > 0 and warm-up >= 0")
     return new
 
 
@@ -391,6 +441,7 @@ def plan_to_json(plan: SweepPlan) -> dict[str, Any]:
         "preset": plan.preset,
         "source": plan.source,
         "repeats": plan.repeats,
+        "retries": plan.retries,
         "duration_s": plan.duration_s,
         "warmup_s": plan.warmup_s,
         "experiments": [
@@ -410,6 +461,7 @@ def plan_from_json(data: dict[str, Any]) -> SweepPlan:
             idle=tuple(e["idle"]),
             msg_bytes=tuple(e["msg_bytes"]),
             pipeline=e["pipeline"],
+            repeats=e.get("repeats"),
         )
         for e in data["experiments"]
     )
@@ -420,4 +472,5 @@ def plan_from_json(data: dict[str, Any]) -> SweepPlan:
         data["warmup_s"],
         data.get("preset"),
         data.get("source"),
+        data.get("retries", 0),
     )

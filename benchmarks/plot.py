@@ -5,9 +5,12 @@ and pytest-benchmark's ``--benchmark-json`` output (cost against N, one line per
 one chart per benchmark group). Every chart is written as PNG and SVG, carries a title,
 axis labels with units, a legend, and a caption line saying how to read it.
 
-Conventions in every sweep chart: a marker is the median over the repeats, the error bar
-spans the inter-quartile range, and a hollow marker is a client-bound point (the load
-generator's CPUs were >= 90% busy, so the server may have had capacity left).
+Conventions in every sweep chart: a marker is the median over the valid repeats, the
+error bar is the percentile-bootstrap 95% interval of that median (benchmarks/stats.py;
+the inter-quartile range for schema 1 files, which have none), a thin pale bar spans the
+min-max of the valid repeats, a hollow marker is a client-bound point (a load process was
+>= 90% busy, so the server may have had capacity left), and an x on the bottom edge, in
+the line's colour, is a failed point (no valid repeat: no value to draw).
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ COLORS = {
 }
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
-HOLLOW_NOTE = "Marker = median of repeats, bar = IQR, hollow = client-bound (client CPUs >= 90%)."
+HOLLOW_NOTE = (
+    "Marker = median of the valid repeats, error bar = bootstrap 95% interval of the median, "
+    "pale bar = min-max, hollow = client-bound (a load process >= 90% busy), "
+    "x on the bottom edge, in the line's colour = failed point (no valid repeat)."
+)
 
 Record = dict[str, Any]
 
@@ -67,18 +74,24 @@ def draw_series(
     linestyle: str = "-",
     scale: float = 1.0,
 ) -> None:
-    """One line: median per point, IQR error bars, hollow markers where client-bound."""
+    """One line: median per point, its 95% interval, min-max, hollow where client-bound;
+    failed points only as an x on the bottom edge, never on the line."""
     rows = []
     for record in sorted(records, key=x_of):
         stats = record["summary"].get(metric, {})
+        if record["status"] == "failed":
+            mark_failed(ax, x_of(record), color)
         if record["status"] != "done" or stats.get("median") is None:
             continue
+        low, high = interval_of(stats)
         rows.append(
             (
                 x_of(record),
                 stats["median"] / scale,
-                stats["q25"] / scale,
-                stats["q75"] / scale,
+                low / scale,
+                high / scale,
+                stats.get("min", low) / scale,
+                stats.get("max", high) / scale,
                 record["client_bound"],
             )
         )
@@ -86,12 +99,13 @@ def draw_series(
         return
     xs = [r[0] for r in rows]
     med = [r[1] for r in rows]
+    ax.vlines(xs, [r[4] for r in rows], [r[5] for r in rows], color=color, alpha=0.3, lw=4)
     yerr = [
         [m - r[2] for m, r in zip(med, rows, strict=True)],
         [r[3] - m for m, r in zip(med, rows, strict=True)],
     ]
     ax.errorbar(xs, med, yerr=yerr, color=color, linestyle=linestyle, capsize=3, label=label)
-    for x, y, _, _, hollow in rows:
+    for x, y, *_, hollow in rows:
         ax.plot(
             [x],
             [y],
@@ -101,6 +115,29 @@ def draw_series(
             markerfacecolor="white" if hollow else color,
             linestyle="none",
         )
+
+
+def interval_of(stats: dict[str, Any]) -> tuple[float, float]:
+    """The bootstrap 95% interval of the median; the IQR where there is none (schema 1, or
+    a single repeat, where both collapse to the median)."""
+    if stats.get("ci_low") is not None and stats.get("ci_high") is not None:
+        return float(stats["ci_low"]), float(stats["ci_high"])
+    return float(stats["q25"]), float(stats["q75"])
+
+
+def mark_failed(ax: Axes, x: float, color: str) -> None:
+    """A failed point has no value: an x at its abscissa on the bottom edge of the axes."""
+    ax.plot(
+        [x],
+        [0.02],
+        marker="x",
+        markersize=9,
+        markeredgewidth=2,
+        color=color,
+        linestyle="none",
+        transform=ax.get_xaxis_transform(),
+        clip_on=False,
+    )
 
 
 def finish(fig: Figure, title: str, caption: str, out_dir: Path, stem: str) -> list[Path]:
@@ -157,9 +194,16 @@ def machine_line(data: dict[str, Any]) -> str:
     return (
         f"run {data['run_id']}: {env.get('cpu_model')}, {env.get('cpus')} CPUs, Linux "
         f"{env.get('kernel')}, Python {env.get('python')}; server on CPU {pin.get('server_cpu')}, "
-        f"client on {pin.get('client_cpus')}; {data['plan']['repeats']} repeat(s) of "
+        f"client on {pin.get('client_cpus')}; {repeats_text(data)} of "
         f"{data['plan']['duration_s']} s."
     )
+
+
+def repeats_text(data: dict[str, Any]) -> str:
+    """ "3 repeat(s)", or "3-7 repeat(s)" when experiments ask for different counts."""
+    wanted = {r.get("repeats_wanted", data["plan"]["repeats"]) for r in data["points"]}
+    low, high = min(wanted, default=0), max(wanted, default=0)
+    return f"{low} repeat(s)" if low == high else f"{low}-{high} repeat(s)"
 
 
 # -- sweep charts, one function per experiment kind ------------------------------------

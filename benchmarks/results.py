@@ -1,17 +1,23 @@
 """The sweep's results file: one versioned JSON document, rewritten whole after every run.
 
-Layout (``schema_version`` 1)::
+Layout (``schema_version`` 2)::
 
-    {"schema_version": 1, "kind": "muxlab-sweep", "run_id", "state",
+    {"schema_version": 2, "kind": "muxlab-sweep", "run_id", "state",
      "command": [...], "command_line", "cwd", "started_at", "updated_at", "resumed": [...],
-     "environment": {...}, "pinning": {"server_cpu", "client_cpus"},
-     "plan": {"preset", "repeats", "duration_s", "warmup_s", "experiments": [...]},
-     "points": [{"key", "spec", "experiments", "status", "reason", "client_bound",
-                 "repeats": [{...one run...}], "summary": {metric: {median, q25, q75, n}}}],
+     "environment": {...}, "provenance": {...}, "pinning": {"server_cpu", "client_cpus"},
+     "plan": {"preset", "repeats", "retries", "duration_s", "warmup_s", "experiments": [...]},
+     "points": [{"key", "spec", "experiments", "kinds", "status", "reason", "client_bound",
+                 "repeats_wanted", "repeats_valid",
+                 "repeats": [{...one attempt: "repeat", "attempt", "valid", "problems"...}],
+                 "summary": {metric: {median, min, max, ci_low, ci_high, q25, q75, n}}}],
      "notes": [...]}
 
-``status`` is ``pending``, ``done`` (all repeats measured), ``skipped`` (cannot be
-measured by design or on this machine; ``reason`` says why) or ``failed`` (``reason``).
+``status`` is ``pending``, ``done`` (every repeat slot settled, at least one valid
+repeat), ``skipped`` (cannot be measured by design or on this machine; ``reason`` says
+why) or ``failed`` (no valid repeat; ``reason`` says what went wrong). ``repeats`` holds
+every attempt, invalid ones included with their ``problems``; only valid ones enter the
+summary (:mod:`benchmarks.validity`). Schema 1 files (before validity) are read as if
+every repeat were valid.
 Every write goes through :func:`muxlab.atomic.write_json_atomic`, so an interrupted sweep
 leaves the file as it was after its last complete run, and ``--resume`` continues from it.
 """
@@ -30,15 +36,22 @@ from typing import Any
 import numpy as np
 
 from benchmarks.experiments import PointSpec, SweepPlan, plan_to_json
+from benchmarks.names import check_safe_name
+from benchmarks.stats import median_interval
 from muxlab.atomic import write_json_atomic, write_text_atomic
 from muxlab.errors import UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 RESULTS_KIND = "muxlab-sweep"
 RESULTS_NAME = "results.json"
 CSV_NAME = "results.csv"
+REPEATS_CSV_NAME = "repeats.csv"
 STATUSES = ("pending", "done", "skipped", "failed")
-# A client whose CPUs were this busy may have been the bottleneck (issue 4).
+# A client process this busy may have been the bottleneck (issue 4, issue 8 item 6). The
+# load result contract (schema 2) defines it in loadgen/result.py and reports
+# ``client_bound`` itself; this copy only serves schema 1 results, and is to be replaced
+# by an import from loadgen.result once that module defines it.
 CLIENT_BOUND_UTIL = 0.9
 
 # name -> (label with unit, what it is); the derived numbers charts and tables read.
@@ -82,6 +95,29 @@ class RunResult:
     # Connections the server held when the window opened; None when it cannot count (nginx)
     # or for results files written before this field existed.
     server_connections_open: int | None = None
+    attempt: int = 1  # 1, then one more per retry of the same repeat slot
+    valid: bool = True
+    problems: tuple[str, ...] = ()  # why it is invalid (benchmarks.validity)
+    client_window_s: float | None = None  # the load generator's own window
+    snapshot_lags_s: tuple[float, float] | None = None  # phase line -> server snapshot
+    parent_cpu: float | None = None  # the load generator's runner process (schema 2)
+    load_schema: int = 1
+
+
+@dataclass(frozen=True)
+class UnmeasuredRun:
+    """An attempt that produced no measurement at all (server or load generator failed)."""
+
+    repeat: int
+    attempt: int
+    started_at: str
+    problems: tuple[str, ...]
+    valid: bool = False
+
+
+def valid_runs(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The repeats that count; schema 1 repeats carry no ``valid`` and were all kept."""
+    return [run for run in record["repeats"] if run.get("valid", True)]
 
 
 def now_iso() -> str:
@@ -89,23 +125,32 @@ def now_iso() -> str:
 
 
 def summarize(runs: Iterable[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
-    """Median and inter-quartile range of every metric over the repeats."""
-    runs = list(runs)
+    """Per metric over the valid repeats: median, min-max, bootstrap 95% interval of the
+    median (:mod:`benchmarks.stats`), and the quartiles."""
+    runs = [run for run in runs if run.get("valid", True)]
     summary: dict[str, dict[str, float | int | None]] = {}
     for name in METRICS:
         values = [r["metrics"].get(name) for r in runs]
         present = np.array([v for v in values if v is not None], dtype=float)
         if present.size == 0:
-            summary[name] = {"median": None, "q25": None, "q75": None, "n": 0}
+            summary[name] = {k: None for k in SUMMARY_FIELDS} | {"n": 0}
             continue
         q25, median, q75 = np.percentile(present, [25, 50, 75])
+        interval = median_interval(list(present))
         summary[name] = {
             "median": float(median),
+            "min": float(present.min()),
+            "max": float(present.max()),
+            "ci_low": None if interval is None else interval.low,
+            "ci_high": None if interval is None else interval.high,
             "q25": float(q25),
             "q75": float(q75),
             "n": int(present.size),
         }
     return summary
+
+
+SUMMARY_FIELDS = ("median", "min", "max", "ci_low", "ci_high", "q25", "q75")
 
 
 class ResultsFile:
@@ -129,6 +174,7 @@ class ResultsFile:
         environment: dict[str, Any],
         pinning: dict[str, Any],
         notes: list[str],
+        provenance: dict[str, Any] | None = None,
     ) -> ResultsFile:
         started = now_iso()
         data: dict[str, Any] = {
@@ -143,6 +189,7 @@ class ResultsFile:
             "updated_at": started,
             "resumed": [],
             "environment": environment,
+            "provenance": provenance or {},
             "pinning": pinning,
             "plan": plan_to_json(plan),
             "points": [
@@ -150,9 +197,12 @@ class ResultsFile:
                     "key": point.key,
                     "spec": asdict(point),
                     "experiments": plan.experiments_of(point),
+                    "kinds": plan.kinds_of(point),
                     "status": "pending",
                     "reason": None,
                     "client_bound": False,
+                    "repeats_wanted": plan.repeats_of(point),
+                    "repeats_valid": 0,
                     "repeats": [],
                     "summary": {},
                 }
@@ -181,13 +231,15 @@ class ResultsFile:
                 return found
         raise KeyError(key)
 
-    def add_run(self, key: str, run: RunResult) -> None:
+    def add_run(self, key: str, run: RunResult | UnmeasuredRun) -> None:
+        """Record one attempt, valid or not, and settle the point's status."""
         record = self.point(key)
         record["repeats"].append(asdict(run))
-        record["summary"] = summarize(record["repeats"])
-        record["client_bound"] = any(r["client_bound"] for r in record["repeats"])
-        repeats_wanted = self.data["plan"]["repeats"]
-        record["status"] = "done" if len(record["repeats"]) >= repeats_wanted else "pending"
+        valid = valid_runs(record)
+        record["repeats_valid"] = len(valid)
+        record["summary"] = summarize(valid)
+        record["client_bound"] = any(r["client_bound"] for r in valid)
+        settle(record, self.data["plan"].get("retries", 0))
         self.save()
 
     def mark(self, key: str, status: str, reason: str) -> None:
@@ -211,10 +263,50 @@ class ResultsFile:
         self.data["updated_at"] = now_iso()
         write_json_atomic(self.path, self.data)
 
-    def write_csv(self) -> Path:
-        path = self.run_dir / CSV_NAME
-        write_text_atomic(path, results_csv(self.data))
-        return path
+    def write_csv(self) -> list[Path]:
+        """``results.csv`` (one row per point) and ``repeats.csv`` (one per attempt)."""
+        paths = [self.run_dir / CSV_NAME, self.run_dir / REPEATS_CSV_NAME]
+        write_text_atomic(paths[0], results_csv(self.data))
+        write_text_atomic(paths[1], repeats_csv(self.data))
+        return paths
+
+
+def slot_attempts(record: dict[str, Any], repeat: int) -> list[dict[str, Any]]:
+    return [run for run in record["repeats"] if run["repeat"] == repeat]
+
+
+def slot_settled(record: dict[str, Any], repeat: int, retries: int) -> bool:
+    """A repeat slot is settled by a valid attempt or by 1 + ``retries`` invalid ones."""
+    attempts = slot_attempts(record, repeat)
+    return any(run.get("valid", True) for run in attempts) or len(attempts) > retries
+
+
+def settle(record: dict[str, Any], retries: int) -> None:
+    """``done`` or ``failed`` once every repeat slot is settled; ``pending`` before."""
+    wanted = record.get("repeats_wanted", 0)
+    if not all(slot_settled(record, n, retries) for n in range(1, wanted + 1)):
+        record["status"], record["reason"] = "pending", None
+        return
+    valid = len(valid_runs(record))
+    invalid = [run for run in record["repeats"] if not run.get("valid", True)]
+    if valid == 0:
+        record["status"] = "failed"
+        record["reason"] = "no valid repeat: " + "; ".join(distinct_problems(invalid))
+        return
+    record["status"] = "done"
+    record["reason"] = None
+    if valid < wanted:
+        record["reason"] = f"{valid} of {wanted} repeats valid: " + "; ".join(
+            distinct_problems(invalid)
+        )
+
+
+def distinct_problems(runs: Iterable[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for run in runs:
+        for problem in run.get("problems", ()):
+            seen.setdefault(problem)
+    return list(seen)
 
 
 def read_results_json(path: Path) -> dict[str, Any]:
@@ -226,11 +318,15 @@ def read_results_json(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("kind") != RESULTS_KIND:
         raise UsageError(f"{path} is not a muxlab sweep results file")
-    if data.get("schema_version") != SCHEMA_VERSION:
+    if data.get("schema_version") not in READABLE_SCHEMAS:
         raise UsageError(
             f"{path} has schema_version {data.get('schema_version')!r}; this muxlab reads "
-            f"{SCHEMA_VERSION}"
+            f"{', '.join(map(str, READABLE_SCHEMAS))}"
         )
+    for experiment in data.get("plan", {}).get("experiments", []):
+        # Experiment names become chart file names: refuse a file that would write
+        # elsewhere (issue 9).
+        check_safe_name("experiment name", str(experiment.get("name")))
     return data
 
 
@@ -239,9 +335,10 @@ def point_spec(record: dict[str, Any]) -> PointSpec:
 
 
 def results_csv(data: dict[str, Any]) -> str:
-    """One row per point: its parameters, status, flags, and median/q25/q75 per metric."""
+    """One row per point: parameters, status, flags, repeat counts, and per metric the
+    median, min, max, bootstrap 95% interval of the median, and quartiles (valid repeats)."""
     spec_fields = ["impl", "protocol", "connections", "idle", "msg_bytes", "pipeline"]
-    metric_fields = [f"{m}_{s}" for m in METRICS for s in ("median", "q25", "q75")]
+    metric_fields = [f"{m}_{s}" for m in METRICS for s in SUMMARY_FIELDS]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
@@ -253,6 +350,8 @@ def results_csv(data: dict[str, Any]) -> str:
             "reason",
             "client_bound",
             "repeats",
+            "invalid_repeats",
+            "client_errors",
             *metric_fields,
         ]
     )
@@ -261,7 +360,8 @@ def results_csv(data: dict[str, Any]) -> str:
         values = []
         for metric in METRICS:
             stats = summary.get(metric) or {}
-            values += [_csv_number(stats.get(s)) for s in ("median", "q25", "q75")]
+            values += [_csv_number(stats.get(s)) for s in SUMMARY_FIELDS]
+        valid = valid_runs(record)
         writer.writerow(
             [
                 record["key"],
@@ -270,11 +370,58 @@ def results_csv(data: dict[str, Any]) -> str:
                 record["status"],
                 record["reason"] or "",
                 int(record["client_bound"]),
-                len(record["repeats"]),
+                len(valid),
+                len(record["repeats"]) - len(valid),
+                sum(error_count(run) for run in record["repeats"]),
                 *values,
             ]
         )
     return out.getvalue()
+
+
+def repeats_csv(data: dict[str, Any]) -> str:
+    """One row per attempt of every point: whether it counted, why not, its error counts."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        [
+            "key",
+            "repeat",
+            "attempt",
+            "status",
+            "reason",
+            "client_errors",
+            "errors_by_kind",
+            "loadgen_status",
+            "client_bound",
+            "rps",
+            "cpu_us_per_request",
+        ]
+    )
+    for record in data["points"]:
+        for run in record["repeats"]:
+            metrics = run.get("metrics") or {}
+            errors = run.get("errors") or {}
+            writer.writerow(
+                [
+                    record["key"],
+                    run["repeat"],
+                    run.get("attempt", 1),
+                    "valid" if run.get("valid", True) else "invalid",
+                    "; ".join(run.get("problems", ())),
+                    error_count(run),
+                    " ".join(f"{kind}={count}" for kind, count in sorted(errors.items())),
+                    run.get("loadgen_status", ""),
+                    int(bool(run.get("client_bound"))),
+                    _csv_number(metrics.get("rps")),
+                    _csv_number(metrics.get("cpu_us_per_request")),
+                ]
+            )
+    return out.getvalue()
+
+
+def error_count(run: dict[str, Any]) -> int:
+    return sum(int(v) for v in (run.get("errors") or {}).values())
 
 
 def _csv_number(value: float | None) -> str:
@@ -294,7 +441,7 @@ def consistency_problems(record: dict[str, Any]) -> list[str]:
     spec = record["spec"]
     in_flight = spec["connections"] * spec["pipeline"]
     problems = []
-    for run in record["repeats"]:
+    for run in valid_runs(record):
         served = run["server_replies_total"]
         if served is None:
             continue  # nginx counts nothing
@@ -308,62 +455,54 @@ def consistency_problems(record: dict[str, Any]) -> list[str]:
     return problems
 
 
-def window_drift(record: dict[str, Any], tolerance: float = 0.1) -> list[str]:
-    """Runs whose server window and client window counted requests more than 10% apart.
-
-    The two windows open and close a signal round-trip apart; on a busy machine that can
-    be long enough to matter, and then CPU per request (server CPU over server-counted
-    replies, both in the server's window) is still right but the window is shifted.
-    """
-    spec = record["spec"]
-    drifts = []
-    for run in record["repeats"]:
-        window = run["server_replies_window"]
-        if window is None:
-            continue
-        slack = spec["connections"] * spec["pipeline"] + tolerance * run["requests_ok"]
-        if abs(window - run["requests_ok"]) > slack:
-            drifts.append(
-                f"{record['key']} repeat {run['repeat']}: {window} replies in the server's "
-                f"window, {run['requests_ok']} in the client's"
-            )
-    return drifts
-
-
 def validate(data: dict[str, Any]) -> list[str]:
-    """Every problem with a results document: schema, completeness, counters."""
+    """Every problem with a results document: schema, completeness, counters.
+
+    Invalid repeats are expected (they are recorded with their reasons and left out);
+    what this catches is a *valid* repeat or a settled point that should not be one.
+    """
     problems = []
     for key in ("run_id", "state", "command", "environment", "plan", "points", "notes"):
         if key not in data:
             problems.append(f"missing top-level key {key!r}")
     if problems:
         return problems
-    repeats = data["plan"]["repeats"]
     for record in data["points"]:
         if record["status"] not in STATUSES:
             problems.append(f"{record['key']}: unknown status {record['status']!r}")
-        if record["status"] == "done" and len(record["repeats"]) != repeats:
-            problems.append(f"{record['key']}: {len(record['repeats'])} repeats, not {repeats}")
+        wanted = record.get("repeats_wanted", data["plan"]["repeats"])
+        valid = valid_runs(record)
+        if record["status"] == "done" and not 1 <= len(valid) <= wanted:
+            problems.append(f"{record['key']}: {len(valid)} valid repeats, wanted {wanted}")
         if record["status"] in ("skipped", "failed") and not record["reason"]:
             problems.append(f"{record['key']}: {record['status']} without a reason")
+        if record["status"] == "failed" and valid:
+            problems.append(f"{record['key']}: failed with {len(valid)} valid repeats")
         if record["status"] == "done":
             problems += consistency_problems(record)
-            idle = record["spec"]["idle"]
-            for run in record["repeats"]:
-                still_open = run["idle_open_at_end"]
-                if still_open is not None and still_open < idle:
-                    problems.append(
-                        f"{record['key']} repeat {run['repeat']}: only {still_open} of {idle} "
-                        "idle connections were still open at the end"
-                    )
-                # A connection the server never accepted still looks open to the client
-                # (it waits in the listen backlog), so the server's own count is the proof
-                # that the idle connections were really watched during the window.
-                held = run.get("server_connections_open")
-                wanted = record["spec"]["connections"] + idle
-                if held is not None and held < wanted:
-                    problems.append(
-                        f"{record['key']} repeat {run['repeat']}: the server held {held} "
-                        f"connections in the window, not {wanted}"
-                    )
+            problems += connection_problems(record)
+    return problems
+
+
+def connection_problems(record: dict[str, Any]) -> list[str]:
+    """Valid repeats whose idle connections were not all held, from either end."""
+    problems = []
+    idle = record["spec"]["idle"]
+    wanted = record["spec"]["connections"] + idle
+    for run in valid_runs(record):
+        still_open = run["idle_open_at_end"]
+        if still_open is not None and still_open < idle:
+            problems.append(
+                f"{record['key']} repeat {run['repeat']}: only {still_open} of {idle} "
+                "idle connections were still open at the end"
+            )
+        # A connection the server never accepted still looks open to the client (it waits
+        # in the listen backlog), so the server's own count is the proof that the idle
+        # connections were really watched during the window.
+        held = run.get("server_connections_open")
+        if held is not None and held < wanted:
+            problems.append(
+                f"{record['key']} repeat {run['repeat']}: the server held {held} "
+                f"connections in the window, not {wanted}"
+            )
     return problems

@@ -5,8 +5,11 @@
 (b) server CPU per request of each epoll backend over uvloop's, at 100 and 1000
     connections with 1 KiB echo messages;
 (c) the same over asyncio's protocol and streams servers.
-Every ratio reads medians from the results document; a ratio whose points are not in the
-run says so instead of printing a number.
+Every ratio is a ratio of medians over the valid repeats, with a percentile-bootstrap 95%
+interval (each side's repeats resampled on their own, fixed seed: benchmarks/stats.py) and
+a verdict against its goal: met, missed, or undecided when the interval crosses the goal.
+A ratio whose points are not in the run says so instead of printing a number. Failed
+points (no valid repeat) are listed, and are in no median and no ratio.
 """
 
 from __future__ import annotations
@@ -14,10 +17,27 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.experiments import IDLE_ACTIVE_CONNECTIONS, RATIO_CONNECTIONS, RATIO_MSG_BYTES
+from benchmarks.results import valid_runs
+from benchmarks.stats import RESAMPLES, Comparison, Ratio, ratio_of_medians, verdict
 
 IDLE_BACKENDS = ("epoll-lt", "epoll-et", "poll", "select")
 EPOLL = ("epoll-lt", "epoll-et")
 CPU_REFERENCES = ("uvloop-protocol", "asyncio-protocol", "asyncio-streams")
+
+
+# Goals of the headline ratios (issue 4): (comparison, goal) per ratio family.
+IDLE_GOAL: tuple[Comparison, float] = (">=", 0.9)  # epoll keeps 90% of its 0-idle rate
+UVLOOP_GOAL: tuple[Comparison, float] = ("<=", 1.0)  # no more CPU per request than uvloop
+ASYNCIO_GOAL: tuple[Comparison, float] = ("<", 1.0)  # less CPU per request than asyncio
+INTERVAL_NOTE = (
+    "median of the valid repeats; [low-high] = percentile-bootstrap 95% interval of the "
+    f"median ({RESAMPLES} resamples, fixed seed); min-max = range of the valid repeats"
+)
+RATIO_NOTE = (
+    "Ratios of medians; [low-high] = percentile-bootstrap 95% interval of the ratio (each "
+    "side's repeats resampled, fixed seed); met/missed when the whole interval is on one "
+    "side of the goal, undecided when it crosses it."
+)
 
 
 def median(record: dict[str, Any] | None, metric: str) -> float | None:
@@ -25,6 +45,28 @@ def median(record: dict[str, Any] | None, metric: str) -> float | None:
         return None
     value = record["summary"].get(metric, {}).get("median")
     return None if value is None else float(value)
+
+
+def samples(record: dict[str, Any] | None, metric: str) -> list[float]:
+    """The metric over the valid repeats of a measured point; empty otherwise."""
+    if record is None or record["status"] != "done":
+        return []
+    values = (run["metrics"].get(metric) for run in valid_runs(record))
+    return [float(v) for v in values if v is not None]
+
+
+def format_ratio(ratio: Ratio, goal: tuple[Comparison, float] | None) -> str:
+    """``0.97 [0.93-1.01] undecided (goal >= 0.9)``; no verdict without a goal."""
+    interval = (
+        f" [{ratio.interval.low:.2f}-{ratio.interval.high:.2f}]"
+        if ratio.interval
+        else " [no interval: < 2 repeats]"
+    )
+    if goal is None:
+        return f"{ratio.value:.2f}{interval}"
+    comparison, value = goal
+    judged = verdict(ratio, comparison, value)
+    return f"{ratio.value:.2f}{interval} {judged} (goal {comparison} {value:g})"
 
 
 def find(data: dict[str, Any], **spec: Any) -> dict[str, Any] | None:
@@ -43,36 +85,44 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 
 def format_table(data: dict[str, Any]) -> str:
     header = (
-        f"{'impl':<17}{'proto':<6}{'conns':>7}{'idle':>7}{'bytes':>9}{'req/s':>11}"
-        f"{'IQR':>9}{'p50 us':>9}{'p99 us':>9}{'cpu us/req':>11}{'srv cpu':>8}{'cli cpu':>8}"
-        "  flags"
+        f"{'impl':<17}{'proto':<6}{'conns':>7}{'idle':>7}{'bytes':>9}{'req/s':>10}"
+        f"{'95% interval':>18}{'min-max':>18}{'p99 us':>9}{'cpu us/req':>11}"
+        f"{'srv cpu':>8}{'cli cpu':>8}{'n':>4}  flags"
     )
-    lines = [header, "-" * len(header)]
+    lines = [f"req/s: {INTERVAL_NOTE}; cli cpu: busiest load process.", header]
+    lines.append("-" * len(header))
     for record in data["points"]:
         spec = record["spec"]
-        summary = record.get("summary") or {}
-        rps = summary.get("rps", {})
-        iqr = None
-        if rps.get("q75") is not None:
-            iqr = rps["q75"] - rps["q25"]
-        flags = []
-        if record["client_bound"]:
-            flags.append("client-bound")
-        errors = sum(sum(run["errors"].values()) for run in record["repeats"])
-        if errors:
-            flags.append(f"{errors} client errors")
-        if record["status"] != "done":
-            flags.append(f"{record['status']}: {record['reason'] or 'not measured yet'}")
+        rps = (record.get("summary") or {}).get("rps", {}) if record["status"] == "done" else {}
         util = [median(record, "server_cpu_util"), median(record, "client_cpu_util")]
         lines.append(
             f"{spec['impl']:<17}{spec['protocol']:<6}{spec['connections']:>7}{spec['idle']:>7}"
-            f"{spec['msg_bytes'] or '-':>9}{_fmt(median(record, 'rps')):>11}{_fmt(iqr):>9}"
-            f"{_fmt(median(record, 'p50_us')):>9}{_fmt(median(record, 'p99_us')):>9}"
+            f"{spec['msg_bytes'] or '-':>9}{_fmt(median(record, 'rps')):>10}"
+            f"{_span(rps.get('ci_low'), rps.get('ci_high')):>18}"
+            f"{_span(rps.get('min'), rps.get('max')):>18}"
+            f"{_fmt(median(record, 'p99_us')):>9}"
             f"{_fmt(median(record, 'cpu_us_per_request'), 1):>11}"
             + "".join(f"{'-' if u is None else f'{u:.0%}':>8}" for u in util)
-            + ("  " + "; ".join(flags) if flags else "")
+            + f"{len(valid_runs(record)):>4}"
+            + ("  " + "; ".join(point_flags(record)) if point_flags(record) else "")
         )
     return "\n".join(lines)
+
+
+def _span(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"{low:,.0f}-{high:,.0f}"
+
+
+def point_flags(record: dict[str, Any]) -> list[str]:
+    flags = []
+    if record["client_bound"]:
+        flags.append("client-bound")
+    invalid = len(record["repeats"]) - len(valid_runs(record))
+    if invalid:
+        flags.append(f"{invalid} invalid repeat(s) left out")
+    if record["status"] != "done" or record["reason"]:
+        flags.append(f"{record['status']}: {record['reason'] or 'not measured yet'}")
+    return flags
 
 
 def idle_ratios(data: dict[str, Any]) -> list[str]:
@@ -94,17 +144,18 @@ def idle_ratios(data: dict[str, Any]) -> list[str]:
             and r["spec"]["idle"] > 0
             and r["spec"]["msg_bytes"] == RATIO_MSG_BYTES
             and r["status"] == "done"
+            and samples(r, "rps")
         ]
-        base_rps = median(base, "rps")
-        if not loaded or base_rps is None:
+        base_rps = samples(base, "rps")
+        if not loaded or not base_rps:
             lines.append(f"    {backend:<10} n/a (no 0-idle and idle points in this run)")
             continue
         top = max(loaded, key=lambda r: r["spec"]["idle"])
-        top_rps = median(top, "rps")
-        assert top_rps is not None
+        ratio = ratio_of_medians(samples(top, "rps"), base_rps)
+        goal = IDLE_GOAL if backend in EPOLL else None  # poll and select: expected to fall
         lines.append(
-            f"    {backend:<10} {top_rps / base_rps:5.2f}  at {top['spec']['idle']:,} idle "
-            f"({top_rps:,.0f} vs {base_rps:,.0f} req/s)"
+            f"    {backend:<10} {format_ratio(ratio, goal)}  at {top['spec']['idle']:,} idle "
+            f"({median(top, 'rps'):,.0f} vs {median(base, 'rps'):,.0f} req/s)"
         )
     return lines
 
@@ -116,7 +167,7 @@ def cpu_ratios(data: dict[str, Any]) -> list[str]:
     ]
     for conns in RATIO_CONNECTIONS:
         for reference in CPU_REFERENCES:
-            ref = median(
+            ref = samples(
                 find(
                     data,
                     impl=reference,
@@ -127,11 +178,12 @@ def cpu_ratios(data: dict[str, Any]) -> list[str]:
                 ),
                 "cpu_us_per_request",
             )
-            if ref is None:
+            if not ref:
                 continue  # this run did not measure that reference at that count
+            goal = UVLOOP_GOAL if reference.startswith("uvloop") else ASYNCIO_GOAL
             cells = []
             for backend in EPOLL:
-                own = median(
+                own = samples(
                     find(
                         data,
                         impl=backend,
@@ -142,15 +194,38 @@ def cpu_ratios(data: dict[str, Any]) -> list[str]:
                     ),
                     "cpu_us_per_request",
                 )
-                cells.append(f"{backend} n/a" if own is None else f"{backend} {own / ref:.2f}")
+                cells.append(
+                    f"{backend} n/a"
+                    if not own
+                    else f"{backend} {format_ratio(ratio_of_medians(own, ref), goal)}"
+                )
             lines.append(f"    {conns:>5} conns vs {reference:<17} " + "   ".join(cells))
     if len(lines) == 1:
         lines.append("    n/a (no reference peer was measured at these connection counts)")
     return lines
 
 
+def failed_points(data: dict[str, Any]) -> list[str]:
+    failed = [r for r in data["points"] if r["status"] == "failed"]
+    if not failed:
+        return []
+    return [
+        "",
+        f"failed points ({len(failed)}; no valid repeat, left out of every median, ratio "
+        "and chart line):",
+        *(f"    {r['key']}: {r['reason']}" for r in failed),
+    ]
+
+
 def format_report(data: dict[str, Any]) -> str:
-    parts = [format_table(data), "", *idle_ratios(data), *cpu_ratios(data)]
+    parts = [
+        format_table(data),
+        "",
+        RATIO_NOTE,
+        *idle_ratios(data),
+        *cpu_ratios(data),
+        *failed_points(data),
+    ]
     if data["notes"]:
         parts += ["", "notes:", *(f"    {note}" for note in data["notes"])]
     return "\n".join(parts)

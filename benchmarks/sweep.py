@@ -11,10 +11,16 @@ One run of one point, in the manner of vmbench's orchestrator:
 3. at each of those two lines, read the server's counters (SIGUSR1) and CPU time, so every
    server-side number is a delta over the client's window;
 4. stop the load generator and the server and reap both, in ``finally``, whatever
-   happened, Ctrl-C included.
+   happened, Ctrl-C included;
+5. judge the repeat (:mod:`benchmarks.validity`): an invalid one is kept in the file with
+   its reasons, left out of every median, and its slot is tried again (``retries``).
+
+Order: within an experiment, repeats run round-robin over its points (repeat 1 of every
+point, then repeat 2, ...), so a slow drift of the machine (another job, thermal
+throttling) lands on every implementation alike instead of on the last one measured.
 
 The results file is rewritten after every run, so Ctrl-C keeps every finished run and
-``--resume`` picks up at the first missing one.
+``--resume`` picks up at the first unsettled repeat slot, in the same order.
 """
 
 from __future__ import annotations
@@ -28,14 +34,23 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from tqdm import tqdm
 
-from benchmarks.experiments import PointSpec, SweepPlan
-from benchmarks.results import CLIENT_BOUND_UTIL, ResultsFile, RunResult, now_iso
+from benchmarks.experiments import ExperimentSpec, PointSpec, SweepPlan
+from benchmarks.results import (
+    CLIENT_BOUND_UTIL,
+    ResultsFile,
+    RunResult,
+    UnmeasuredRun,
+    now_iso,
+    slot_attempts,
+    slot_settled,
+)
+from benchmarks.validity import RepeatEvidence, repeat_problems, rules_for
 from servers.backends import BACKENDS
 from servers.peers import PEER_NAMES, NginxServer, peer_unavailable_reason
 from servers.process import ServerProcess, ServerProcessError, terminate
@@ -98,6 +113,7 @@ class SweepConfig:
 class Snapshot:
     at_ns: int
     counters: dict[str, Any]
+    lag_s: float = 0.0  # from reading the phase line to the snapshot taken
 
     @property
     def cpu_s(self) -> float:
@@ -118,9 +134,14 @@ def unavailable_reason(point: PointSpec) -> str | None:
     return BACKENDS[point.impl].unavailable_reason()  # type: ignore[index]
 
 
-def make_server(point: PointSpec, cpu: int) -> ServerUnderTest:
+def make_server(point: PointSpec, cpu: int, log_path: Path | None = None) -> ServerUnderTest:
     if point.impl == "nginx":
-        return NginxServer(point.protocol, cpu=cpu, connections=point.total_connections + 100)
+        return NginxServer(
+            point.protocol,
+            cpu=cpu,
+            connections=point.total_connections + 100,
+            log_path=log_path,
+        )
     if point.impl in PEER_NAMES:
         return ServerProcess(
             point.impl,
@@ -186,12 +207,13 @@ class LinePump:
         return None if item is self._EOF else str(item)
 
 
-def take_snapshot(server: ServerUnderTest) -> Snapshot:
+def take_snapshot(server: ServerUnderTest, line_read_ns: int) -> Snapshot:
     try:
         counters = server.counters()
     except (ServerProcessError, OSError) as exc:
         raise PointFailed(f"server did not report its counters: {exc}") from None
-    return Snapshot(time.monotonic_ns(), counters)
+    at_ns = time.monotonic_ns()
+    return Snapshot(at_ns, counters, (at_ns - line_read_ns) / 1e9)
 
 
 def stop_child(proc: subprocess.Popen[str]) -> None:
@@ -200,14 +222,24 @@ def stop_child(proc: subprocess.Popen[str]) -> None:
 
 
 def run_point_once(
-    point: PointSpec, plan: SweepPlan, config: SweepConfig, repeat: int
+    point: PointSpec,
+    plan: SweepPlan,
+    config: SweepConfig,
+    repeat: int,
+    attempt: int = 1,
+    kinds: tuple[str, ...] = (),
 ) -> RunResult:
-    """One run of one point; always reaps the server and the load generator."""
-    json_rel = f"loadgen/{point.key.replace('/', '_')}-r{repeat}.json"
+    """One run of one point, judged by the rules of ``kinds``; always reaps the server and
+    the load generator. :class:`PointFailed` when there is nothing to judge."""
+    stem = f"{point.key.replace('/', '_')}-r{repeat}" + (f"a{attempt}" if attempt > 1 else "")
+    json_rel = f"loadgen/{stem}.json"
     json_path = config.run_dir / json_rel
     json_path.parent.mkdir(parents=True, exist_ok=True)
+    # A file left by an attempt that Ctrl-C cut short must not pass for this one's.
+    json_path.unlink(missing_ok=True)
     started_at = now_iso()
-    server = make_server(point, config.server_cpu)
+    log_path = config.run_dir / "servers" / f"{stem}.log"
+    server = make_server(point, config.server_cpu, log_path)
     proc: subprocess.Popen[str] | None = None
     final: dict[str, Any] | None = None
     try:
@@ -242,7 +274,10 @@ def run_point_once(
                 stop_child(proc)
         finally:
             final = server.stop()
-    return build_result(point, config, repeat, started_at, status, json_rel, before, after, final)
+    run, load = build_result(
+        point, config, repeat, started_at, status, json_rel, before, after, final
+    )
+    return judge(replace(run, attempt=attempt), point, load, kinds)
 
 
 def follow_phases(
@@ -266,10 +301,11 @@ def follow_phases(
         line = lines.next(deadline - time.monotonic())
         if line is None:
             return before, after
+        read_ns = time.monotonic_ns()
         if line == PHASE_MEASURE:
-            before = take_snapshot(server)
+            before = take_snapshot(server, read_ns)
         elif line == PHASE_END and before is not None:
-            after = take_snapshot(server)
+            after = take_snapshot(server, read_ns)
 
 
 def build_result(
@@ -282,7 +318,8 @@ def build_result(
     before: Snapshot | None,
     after: Snapshot | None,
     final: dict[str, Any] | None,
-) -> RunResult:
+) -> tuple[RunResult, dict[str, Any]]:
+    """The run's numbers, and the load generator's result they came from."""
     assert before is not None and after is not None
     load = json.loads((config.run_dir / json_rel).read_text())
     window_s = (after.at_ns - before.at_ns) / 1e9
@@ -296,7 +333,10 @@ def build_result(
     replies_window = delta["bytes_out"] // per_reply if "bytes_out" in delta else None
     replies_total = int(final["bytes_out"]) // per_reply if final and "bytes_out" in final else None
     client_cpu = tuple(float(c) for c in load["client_cpu"])
-    client_util = sum(client_cpu) / max(1, len(config.client_cpus))
+    parent_cpu = load.get("parent_cpu")
+    # The busiest load process, the parent included: one saturated worker is enough to
+    # hold a run back (issue 8 item 6), however idle the others were.
+    client_util = max((*client_cpu, float(parent_cpu or 0.0)), default=0.0)
     requests = replies_window if replies_window is not None else int(load["requests_ok"])
     latency = load["latency_us"]
     metrics = derived_metrics(delta, server_cpu_s, window_s, requests)
@@ -307,7 +347,7 @@ def build_result(
         p99_us=float(latency["p99"]),
         client_cpu_util=client_util,
     )
-    return RunResult(
+    run = RunResult(
         repeat=repeat,
         started_at=started_at,
         loadgen_status=status,
@@ -318,7 +358,7 @@ def build_result(
         errors={str(k): int(v) for k, v in load["errors"].items()},
         latency_us={str(k): float(v) for k, v in latency.items()},
         client_cpu=client_cpu,
-        client_bound=client_util >= CLIENT_BOUND_UTIL,
+        client_bound=client_bound(load),
         server_cpu_s=server_cpu_s,
         server_delta=delta,
         server_replies_window=replies_window,
@@ -326,7 +366,41 @@ def build_result(
         idle_open_at_end=load.get("connections", {}).get("idle_open_at_end"),
         metrics=metrics,
         server_connections_open=before.counters.get("connections_open"),
+        client_window_s=float(load["duration_s"]) if "duration_s" in load else None,
+        snapshot_lags_s=(before.lag_s, after.lag_s),
+        parent_cpu=None if parent_cpu is None else float(parent_cpu),
+        load_schema=int(load.get("schema_version", 1)),
     )
+    return run, load
+
+
+def client_bound(load: dict[str, Any]) -> bool:
+    """Any one load process at the limit may have held the whole run back, so the test
+    is per process (max), never the mean: schema 2 says it; schema 1 is computed."""
+    if "client_bound" in load:
+        return bool(load["client_bound"])
+    busiest = max((float(c) for c in load["client_cpu"]), default=0.0)
+    return busiest >= CLIENT_BOUND_UTIL
+
+
+def judge(
+    run: RunResult, point: PointSpec, load: dict[str, Any], kinds: tuple[str, ...]
+) -> RunResult:
+    """The run with its validity (benchmarks.validity) under its experiments' rules."""
+    evidence = RepeatEvidence(
+        connections=point.connections,
+        idle=point.idle,
+        pipeline=point.pipeline,
+        loadgen_status=run.loadgen_status,
+        load=load,
+        window_s=run.window_s,
+        snapshot_lags_s=run.snapshot_lags_s or (0.0, 0.0),
+        server_connections_open=run.server_connections_open,
+        server_replies_window=run.server_replies_window,
+        server_replies_total=run.server_replies_total,
+    )
+    problems = repeat_problems(evidence, rules_for(kinds))
+    return replace(run, valid=not problems, problems=problems)
 
 
 def derived_metrics(
@@ -354,45 +428,91 @@ def derived_metrics(
 # -- the whole sweep -------------------------------------------------------------------
 
 
-def pending_points(results: ResultsFile, plan: SweepPlan) -> list[PointSpec]:
-    wanted = {p.key: p for p in plan.points()}
-    return [
-        wanted[r["key"]] for r in results.data["points"] if r["status"] in ("pending", "failed")
-    ]
+def unsettled_slots(results: ResultsFile, plan: SweepPlan) -> int:
+    """Repeat slots still to measure (each may take up to 1 + retries runs)."""
+    return sum(
+        1
+        for point in plan.points()
+        for n in range(1, plan.repeats_of(point) + 1)
+        if results.point(point.key)["status"] == "pending"
+        and not slot_settled(results.point(point.key), n, plan.retries)
+    )
 
 
 def run_points(results: ResultsFile, plan: SweepPlan, config: SweepConfig) -> None:
-    """Measure every pending point; KeyboardInterrupt propagates after the last save."""
-    todo = pending_points(results, plan)
-    remaining_runs = sum(plan.repeats - len(results.point(p.key)["repeats"]) for p in todo)
+    """Measure every unsettled repeat slot, round-robin within each experiment.
+
+    KeyboardInterrupt propagates after the last save.
+    """
     with tqdm(
-        total=remaining_runs,
+        total=unsettled_slots(results, plan),
         unit="run",
         disable=not config.progress,
         file=sys.stderr,
         dynamic_ncols=True,
     ) as bar:
-        for index, point in enumerate(todo, 1):
+        for experiment in plan.experiments:
+            run_experiment(results, plan, config, experiment, bar)
+
+
+def run_experiment(
+    results: ResultsFile,
+    plan: SweepPlan,
+    config: SweepConfig,
+    experiment: ExperimentSpec,
+    bar: tqdm[Any],
+) -> None:
+    """Round r measures repeat r of every point of the experiment still wanting it."""
+    points = [p for p in experiment.points() if not skip_point(results, p, bar)]
+    rounds = max((plan.repeats_of(p) for p in points), default=0)
+    for repeat in range(1, rounds + 1):
+        for point in points:
             record = results.point(point.key)
-            left = plan.repeats - len(record["repeats"])
-            bar.set_description(f"point {index}/{len(todo)} {point.key}")
-            reason = point.skip_reason() or unavailable_reason(point)
-            if reason is not None:
-                results.mark(point.key, "skipped", reason)
-                if point.skip_reason() is None:
-                    results.note(f"{point.impl} skipped: {reason}")
-                bar.update(left)
+            if record["status"] != "pending" or repeat > plan.repeats_of(point):
                 continue
-            for repeat in range(len(record["repeats"]) + 1, plan.repeats + 1):
-                try:
-                    run = run_point_once(point, plan, config, repeat)
-                except PointFailed as exc:
-                    results.mark(point.key, "failed", str(exc))
-                    tqdm.write(f"muxlab sweep: {point.key} failed: {exc}", file=sys.stderr)
-                    bar.update(plan.repeats - repeat + 1)
-                    break
-                results.add_run(point.key, run)
-                bar.update(1)
+            if slot_settled(record, repeat, plan.retries):
+                continue
+            bar.set_description(f"{experiment.name} r{repeat} {point.key}")
+            run_slot(results, plan, config, point, repeat)
+            bar.update(1)
+
+
+def skip_point(results: ResultsFile, point: PointSpec, bar: tqdm[Any]) -> bool:
+    """Mark a point that cannot be measured here as skipped, once."""
+    record = results.point(point.key)
+    if record["status"] == "skipped":
+        return True
+    reason = point.skip_reason() or unavailable_reason(point)
+    if reason is None:
+        return False
+    results.mark(point.key, "skipped", reason)
+    if point.skip_reason() is None:
+        results.note(f"{point.impl} skipped: {reason}")
+    bar.update(record["repeats_wanted"])
+    return True
+
+
+def run_slot(
+    results: ResultsFile, plan: SweepPlan, config: SweepConfig, point: PointSpec, repeat: int
+) -> None:
+    """Attempts of one repeat slot until one is valid or 1 + retries have been made."""
+    record = results.point(point.key)
+    kinds = tuple(record.get("kinds") or plan.kinds_of(point))
+    while not slot_settled(record, repeat, plan.retries):
+        attempt = len(slot_attempts(record, repeat)) + 1
+        run: RunResult | UnmeasuredRun
+        try:
+            run = run_point_once(point, plan, config, repeat, attempt, kinds)
+        except PointFailed as exc:
+            run = UnmeasuredRun(repeat, attempt, now_iso(), (str(exc),))
+        if not run.valid:
+            tqdm.write(
+                f"muxlab sweep: {point.key} repeat {repeat} attempt {attempt} invalid: "
+                + "; ".join(run.problems),
+                file=sys.stderr,
+            )
+        results.add_run(point.key, run)
+        record = results.point(point.key)
 
 
 def interrupted_message(run_dir: Path) -> str:

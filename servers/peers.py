@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import grp
 import importlib.util
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -262,6 +264,28 @@ http {{
 """
 
 
+# nginx's master must start as root to run its workers as another user (nginx docs,
+# core module, "user"); a benchmark peer has no reason to serve as root. Debian's nobody
+# and nogroup exist on every install.
+NGINX_USER = ("nobody", "nogroup")
+
+
+def worker_user_directive() -> str:
+    """``user nobody nogroup;`` when running as root; nothing otherwise (nginx then keeps
+    the caller's user and warns only if it is root)."""
+    if os.geteuid() != 0:
+        return ""
+    user, group = NGINX_USER
+    try:
+        pwd.getpwnam(user)
+        grp.getgrnam(group)
+    except KeyError:
+        raise ServerProcessError(
+            f"nginx as root needs the unprivileged user {user}:{group} for its workers"
+        ) from None
+    return f"user {user} {group};"
+
+
 def free_port(host: str) -> int:
     """A port nothing listens on now; nginx cannot take port 0, so one is picked here."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -302,7 +326,10 @@ class NginxServer(ChildServer):
         host: str = "127.0.0.1",
         cpu: int | None = None,
         connections: int = 19000,
+        log_path: Path | None = None,
     ) -> None:
+        """``log_path``: where nginx's stderr (its error log) goes; default: a file in its
+        temporary directory, removed with it."""
         reason = peer_unavailable_reason("nginx", protocol)
         if reason is not None:
             raise ServerProcessError(reason)
@@ -310,6 +337,8 @@ class NginxServer(ChildServer):
         self.port = 0
         self.cpu = cpu
         self.connections = connections
+        self.log_path = log_path
+        self.error_log: Path | None = None  # the file nginx's stderr goes to, once started
         self.final_counters: dict[str, Any] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -322,7 +351,7 @@ class NginxServer(ChildServer):
             affinity=affinity,
             nofile=self.connections + 100,
             dir=directory,
-            user="user root;" if os.geteuid() == 0 else "",
+            user=worker_user_directive(),
             connections=self.connections,
             host=self.host,
             port=port,
@@ -332,17 +361,23 @@ class NginxServer(ChildServer):
 
     def start(self) -> Self:
         self._dir = tempfile.TemporaryDirectory(prefix="muxlab-nginx-")
+        # Workers run as NGINX_USER when the master is root: they must be able to reach
+        # the temp paths the master creates (and chowns to them) under this directory.
+        os.chmod(self._dir.name, 0o755)
         conf = Path(self._dir.name, "nginx.conf")
         self.port = free_port(self.host)
         conf.write_text(self.config_text(self._dir.name, self.port))
         nginx = nginx_path()
         assert nginx is not None
-        self._proc = subprocess.Popen(
-            [nginx, "-c", str(conf), "-p", self._dir.name, "-e", "stderr"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        self.error_log = self.log_path or Path(self._dir.name, "error.log")
+        self.error_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.error_log, "ab") as stderr:
+            self._proc = subprocess.Popen(
+                [nginx, "-c", str(conf), "-p", self._dir.name, "-e", "stderr"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         try:
             self._wait_ready()
         except BaseException:
@@ -355,14 +390,27 @@ class NginxServer(ChildServer):
         deadline = time.monotonic() + NGINX_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                stderr = self._proc.stderr.read().decode() if self._proc.stderr else ""
-                raise ServerProcessError(f"nginx exited with {self._proc.returncode}: {stderr}")
+                raise ServerProcessError(
+                    f"nginx exited with {self._proc.returncode}: {self._log_tail()} "
+                    f"(log: {self.error_log})"
+                )
             workers = children_of(self._proc.pid)
             if workers and self._accepts():
                 self._worker_pid = workers[0]
                 return
             time.sleep(0.02)
         raise ServerProcessError(f"nginx did not listen on {self.host}:{self.port} in time")
+
+    def _log_tail(self) -> str:
+        """The first fatal line of the error log (nginx retries a failed bind() and ends
+        with "still could not bind()", which says less), else its last line."""
+        try:
+            assert self.error_log is not None
+            lines = self.error_log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no error log)"
+        fatal = [line for line in lines if "[emerg]" in line]
+        return (fatal or lines or ["(empty error log)"])[0 if fatal else -1]
 
     def _accepts(self) -> bool:
         try:
@@ -376,8 +424,6 @@ class NginxServer(ChildServer):
         if proc is not None:
             # SIGTERM is nginx's "fast shutdown"; SIGQUIT would wait for keep-alives.
             terminate(proc, signal.SIGTERM, timeout_s)
-        if proc is not None and proc.stderr is not None:
-            proc.stderr.close()
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None

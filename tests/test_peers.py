@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from servers import peers
 from servers.peers import PYTHON_PEERS, NginxServer, peer_unavailable_reason
-from servers.process import ServerProcess
+from servers.process import ServerProcess, ServerProcessError
 from servers.protocols import HTTP_BODY, HTTP_OK
 from tests.clients import echo_chunks, recv_exactly, split_http_responses
 from tests.conftest import require_tool
@@ -108,3 +110,46 @@ def test_missing_optional_peers_have_reasons(monkeypatch: pytest.MonkeyPatch) ->
     assert "nginx is not installed" in (peer_unavailable_reason("nginx", "http") or "")
     assert peer_unavailable_reason("asyncio-streams", "http") is None
     assert peer_unavailable_reason("nginx", "echo") == "nginx is compared on HTTP only"
+
+
+def test_nginx_errors_go_to_its_log_file_and_into_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_tool("nginx")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        # nginx is told to listen on a port already in use: it must fail, and say so.
+        monkeypatch.setattr(peers, "free_port", lambda host: taken.getsockname()[1])
+        log = tmp_path / "run" / "servers" / "nginx.log"
+        server = NginxServer(log_path=log)
+        with pytest.raises(ServerProcessError, match="Address already in use"):
+            server.start()
+    assert "bind()" in log.read_text() and "Address already in use" in log.read_text()
+    assert server.returncode is not None  # the failed master was reaped
+
+
+def test_nginx_without_a_run_directory_logs_into_its_temporary_directory() -> None:
+    require_tool("nginx")
+    with NginxServer() as server:
+        assert server.error_log is not None and server.error_log.exists()
+        temporary = server.error_log.parent
+    assert not temporary.exists()  # removed with the server
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands nginx workers to another user")
+def test_nginx_started_as_root_runs_its_worker_unprivileged(connect: Connect) -> None:
+    require_tool("nginx")
+    with NginxServer() as server:
+        sock = connect(server.address)
+        sock.sendall(GET)  # the worker can still serve: it reads what the master set up
+        data = b""
+        while HTTP_BODY not in data:
+            chunk = sock.recv(65536)
+            assert chunk, "nginx closed the connection"
+            data += chunk
+        assert split_http_responses(data) == [(200, HTTP_BODY)]
+        status = Path(f"/proc/{server.pid}/status").read_text()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    nobody = pwd.getpwnam(peers.NGINX_USER[0]).pw_uid
+    assert uid_line.split()[1:] == [str(nobody)] * 4  # real, effective, saved, filesystem

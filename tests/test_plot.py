@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from matplotlib.container import ErrorbarContainer
 
 from benchmarks.experiments import ExperimentSpec, PointSpec, SweepPlan
 from benchmarks.results import ResultsFile, RunResult, validate
@@ -193,3 +195,55 @@ def test_plot_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert capsys.readouterr().err.strip().count("\n") == 0
     assert main(["plot", str(tmp_path / "missing.json")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_failed_point_is_an_x_on_the_bottom_edge_and_not_on_the_line(
+    stored_results: Path,
+) -> None:
+    import matplotlib.pyplot as plt
+
+    from benchmarks.plot import draw_series
+
+    data = json.loads(stored_results.read_text())
+    line = [r for r in data["points"] if r["spec"]["impl"] == "poll" and "idle" in r["experiments"]]
+    failed = max(line, key=lambda r: r["spec"]["idle"])
+    failed["status"], failed["reason"] = "failed", "no valid repeat: load generator exited 1"
+    fig, ax = plt.subplots()
+    try:
+        draw_series(ax, line, lambda r: r["spec"]["idle"], "rps", label="poll", color="red")
+        markers = [a for a in ax.lines if a.get_marker() == "x"]
+        assert len(markers) == 1
+        assert np.asarray(markers[0].get_xdata()).tolist() == [failed["spec"]["idle"]]
+        # y in axes fraction: the bottom edge, whatever the data range.
+        assert np.asarray(markers[0].get_ydata()).tolist() == [0.02]
+        # The line and its error bars run through the other points only.
+        (container,) = ax.containers
+        assert isinstance(container, ErrorbarContainer)
+        data_line = container.lines[0]
+        assert data_line is not None
+        line_x = np.asarray(data_line.get_xdata()).tolist()
+        assert line_x == sorted(r["spec"]["idle"] for r in line if r is not failed)
+    finally:
+        plt.close(fig)
+
+
+def test_error_bar_is_the_bootstrap_interval_of_the_median(stored_results: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from benchmarks.plot import draw_series
+
+    data = json.loads(stored_results.read_text())
+    record = next(r for r in data["points"] if r["status"] == "done")
+    stats = record["summary"]["rps"]
+    assert stats["n"] == 2 and stats["ci_low"] is not None
+    fig, ax = plt.subplots()
+    try:
+        draw_series(ax, [record], lambda r: 1.0, "rps", label="x", color="blue")
+        (container,) = ax.containers
+        assert isinstance(container, ErrorbarContainer)
+        segments = container.lines[2][0].get_segments()
+        assert [tuple(point[1] for point in segment) for segment in segments] == [
+            (stats["ci_low"], stats["ci_high"])
+        ]
+    finally:
+        plt.close(fig)

@@ -62,6 +62,10 @@ def test_quick_results_file_is_complete_and_consistent(
     assert data["state"] == "complete"
     assert data["command"][:2] == ["muxlab", "sweep"]
     assert data["environment"]["fd_limit_hard"] > 0 and data["environment"]["git_commit"]
+    provenance = data["provenance"]
+    assert len(provenance["git_commit"]) == 40 and isinstance(provenance["git_dirty"], bool)
+    assert provenance["muxlab_version"] and provenance["kernel"] and provenance["python"]
+    assert provenance["server_cpu"] == data["pinning"]["server_cpu"]
     assert validate(data) == []
     planned = {p.key for p in preset("quick").points()}
     assert {r["key"] for r in data["points"]} == planned
@@ -70,8 +74,9 @@ def test_quick_results_file_is_complete_and_consistent(
             assert record["reason"]
             continue
         assert record["status"] == "done", (record["key"], record["reason"])
-        assert len(record["repeats"]) == data["plan"]["repeats"]
-        for run in record["repeats"]:
+        valid = [run for run in record["repeats"] if run["valid"]]
+        assert len(valid) == record["repeats_wanted"] == data["plan"]["repeats"]
+        for run in valid:
             assert run["requests_ok"] > 0
             assert run["loadgen_status"] == 0, run["errors"]
             if record["spec"]["impl"] in BACKENDS:

@@ -129,3 +129,28 @@ def test_out_dir_that_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     status, err = run_cli(capsys, "plot", str(REFERENCE), "--out", f"{not_a_dir}/x")
     assert status == 2
     assert "cannot write charts" in one_line_error(err, "muxlab plot: error: ")
+
+
+def test_preset_budgets_and_headline_repeats() -> None:
+    from dataclasses import asdict
+
+    from benchmarks.cli import estimate_seconds
+
+    def budget_s(name: str) -> float:
+        plan = preset(name)
+        records = [
+            {"spec": asdict(p), "repeats_wanted": plan.repeats_of(p), "repeats_valid": 0}
+            for p in plan.points()
+            if p.skip_reason() is None
+        ]
+        return estimate_seconds(plan, records)
+
+    assert budget_s("quick") <= 120
+    assert budget_s("default") <= 15 * 60
+    default = preset("default")
+    experiments = {e.name: e for e in default.experiments}
+    idle = [p for p in experiments["idle"].points() if p.idle in (0, 10000)]
+    peers = [p for p in experiments["peers"].points() if p.connections in (100, 1000)]
+    headline = [p for p in idle + peers if p.skip_reason() is None]
+    assert len(headline) == 4 + 3 + 6 * 2  # select has no 10,000-idle point
+    assert {default.repeats_of(p) for p in headline} == {7}

@@ -33,7 +33,12 @@ def finished_runs(results: Path) -> dict[tuple[str, int], dict[str, object]]:
         data = json.loads(results.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-    return {(r["key"], run["repeat"]): run for r in data["points"] for run in r["repeats"]}
+    return {
+        (r["key"], run["repeat"]): run
+        for r in data["points"]
+        for run in r["repeats"]
+        if run["valid"]
+    }
 
 
 def children_of(pid: int) -> list[int]:
@@ -102,6 +107,6 @@ def test_interrupt_then_resume_loses_no_point_and_repeats_none(
     assert set(after) == {(r["key"], n) for r in data["points"] for n in (1, 2)}
     for record in data["points"]:
         assert record["status"] == "done"
-        assert [run["repeat"] for run in record["repeats"]] == [1, 2]
+        assert [run["repeat"] for run in record["repeats"] if run["valid"]] == [1, 2]
     for key, run in before.items():
         assert after[key] == run, f"{key} was measured again"
