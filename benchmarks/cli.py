@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmarks import open_loop_cli
 from muxlab.cli import HelpFormatter
 from muxlab.errors import UsageError
 from muxlab.limits import raise_fd_limit
@@ -97,6 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     plan.add_argument("--repeats", type=int, default=None, help="runs per point")
     plan.add_argument("--duration", type=float, default=None, help="measurement window, s")
     plan.add_argument("--warmup", type=float, default=None, help="discarded warm-up, s")
+    open_loop_cli.add_arguments(plan)
     parser.add_argument(
         "--out-dir", type=Path, default=Path("results"), help="directory that receives RUN_ID/"
     )
@@ -135,6 +137,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks import experiments, sweep
+    from benchmarks.open_loop import run_open_loop
     from benchmarks.results import ResultsFile, now_iso
     from muxlab.environment import environment
 
@@ -184,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
     announce(results, plan)
     try:
         sweep.run_points(results, plan, config)
+        run_open_loop(results, plan, config)
     except KeyboardInterrupt:
         results.set_state("interrupted")
         results.write_csv()
@@ -210,7 +214,7 @@ def choose_plan(args: argparse.Namespace) -> SweepPlan:
         duration_s=args.duration,
         warmup_s=args.warmup,
     )
-    return experiments.apply_overrides(plan, flags)
+    return open_loop_cli.apply(experiments.apply_overrides(plan, flags), args)
 
 
 def resume_results(args: argparse.Namespace) -> ResultsFile:
@@ -235,6 +239,7 @@ def resume_results(args: argparse.Namespace) -> ResultsFile:
     given = [f"--{f.replace('_', '-')}" for f in plan_flags if getattr(args, f) is not None]
     if given:
         raise UsageError(f"--resume continues the stored plan; drop {', '.join(given)}")
+    open_loop_cli.refuse_on_resume(args)
     path = Path(args.resume)
     if not path.exists():
         path = args.out_dir / args.resume

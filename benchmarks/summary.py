@@ -76,7 +76,7 @@ def format_table(data: dict[str, Any]) -> str:
 
 
 def idle_ratios(data: dict[str, Any]) -> list[str]:
-    lines = ["(a) throughput at 10 active + most idle, as a fraction of 0 idle:"]
+    lines = ["(a) throughput at 10 active + most idle, as a fraction of 0 idle (closed loop):"]
     for backend in IDLE_BACKENDS:
         base = find(
             data,
@@ -149,8 +149,17 @@ def cpu_ratios(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+CLOSED_LOOP_HEADING = "closed loop, saturated (latency = connections / throughput, Little's law):"
+
+
 def format_report(data: dict[str, Any]) -> str:
-    parts = [format_table(data), "", *idle_ratios(data), *cpu_ratios(data)]
+    from benchmarks.capacity import format_capacity
+    from benchmarks.latency import format_latency
+
+    parts = [CLOSED_LOOP_HEADING, format_table(data), "", *idle_ratios(data), *cpu_ratios(data)]
+    for section in (format_capacity(data), format_latency(data)):
+        if section:
+            parts += ["", *section]
     if data["notes"]:
         parts += ["", "notes:", *(f"    {note}" for note in data["notes"])]
     return "\n".join(parts)
