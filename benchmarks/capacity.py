@@ -177,8 +177,10 @@ def run_capacity(results: ResultsFile, experiment: ExperimentSpec, measure: Meas
         record = find_search(results.data, key) or new_search(
             results.data, experiment, point, repeat
         )
-        if record["status"] != "pending":
+        # A failed search is retried from its last step when the sweep is resumed.
+        if record["status"] not in ("pending", "failed"):
             continue
+        record.update(status="pending", reason=None)
         reason = unavailable(point)
         if reason is not None:
             record.update(status="skipped", reason=reason)

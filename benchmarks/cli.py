@@ -185,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     raise_fd_limit()
     results.set_state("running")
     announce(results, plan)
+    open_loop_cli.announce(plan, RUN_OVERHEAD_S)
     try:
         sweep.run_points(results, plan, config)
         run_open_loop(results, plan, config)
@@ -297,5 +298,7 @@ def finish(results: ResultsFile, draw: bool) -> int:
     if draw:
         outputs += plot_results(results.data, results.run_dir / "charts")
     print(f"\nmuxlab sweep: wrote {len(outputs)} files under {results.run_dir}", file=sys.stderr)
+    from benchmarks.open_loop import failures
+
     failed = [r for r in results.data["points"] if r["status"] == "failed"]
-    return 1 if failed else 0
+    return 1 if failed or failures(results.data) else 0

@@ -86,12 +86,16 @@ def run_latency(results: ResultsFile, experiment: ExperimentSpec, measure: Measu
     cells = sorted(
         experiment.loads(), key=lambda p: (p.connections, p.idle, p.msg_bytes, order[p.impl])
     )
-    for repeat in range(1, spec.repeats + 1):
+    for round_ in range(1, spec.repeats + 1):
         for cell in cells:
             point = replace(cell, rate_rps=rate)
             record = find_or_add(results.data, experiment.name, point, source)
-            if record["status"] != "pending" or len(record["repeats"]) >= repeat:
+            # A failed point is measured again in the next round, or when resumed.
+            done = len(record["repeats"])
+            if record["status"] not in ("pending", "failed") or done >= round_:
                 continue
+            record.update(status="pending", reason=None)
+            repeat = done + 1
             reason = unavailable(point)
             if reason is not None:
                 record.update(status="skipped", reason=reason)

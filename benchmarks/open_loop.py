@@ -152,6 +152,12 @@ def spec_json(point: PointSpec) -> dict[str, Any]:
     return asdict(point)
 
 
+def failures(data: dict[str, Any]) -> list[str]:
+    """Every open-loop search or point that failed, with its reason."""
+    records = [*data.get("capacity", []), *data.get("latency", [])]
+    return [f"{r['key']}: {r['reason']}" for r in records if r["status"] == "failed"]
+
+
 def run_open_loop(results: ResultsFile, plan: SweepPlan, config: Any) -> None:
     """Measure every open-loop experiment of the plan, capacity searches first."""
     from benchmarks import capacity, latency

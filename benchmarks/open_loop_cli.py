@@ -6,6 +6,7 @@ Light on imports: ``muxlab`` builds every subcommand's parser on every start.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,38 @@ def apply(plan: SweepPlan, args: argparse.Namespace) -> SweepPlan:
             experiment = replace(experiment, open_loop=replace(spec, rate_rps=args.latency_rate))
         experiments.append(experiment)
     return replace(plan, experiments=tuple(experiments))
+
+
+def announce(plan: SweepPlan, run_overhead_s: float) -> None:
+    """The open-loop experiments' share of the time: an upper bound, every search taking
+    its ``max_steps``; a search usually stops after half of them."""
+    from benchmarks.experiments import OPEN_LOOP_KINDS, OpenLoopSpec
+    from benchmarks.open_loop import ceiling_reason
+    from benchmarks.sweep import CONNECT_S_PER_CONNECTION
+
+    steps = 0
+    seconds = 0.0
+    for experiment in plan.experiments:
+        if experiment.kind not in OPEN_LOOP_KINDS:
+            continue
+        spec = experiment.open_loop or OpenLoopSpec()
+        per_cell = spec.repeats * (spec.max_steps if experiment.kind == "capacity" else 1)
+        for point in experiment.loads():
+            if ceiling_reason(point.impl, point.total_connections) is not None:
+                continue  # skipped, not measured
+            steps += per_cell
+            seconds += per_cell * (
+                spec.warmup_s
+                + spec.window_s
+                + run_overhead_s
+                + CONNECT_S_PER_CONNECTION * point.total_connections
+            )
+    if steps:
+        print(
+            f"muxlab sweep: then open-loop experiments: at most {steps} runs, "
+            f"at most {seconds / 60:.1f} min",
+            file=sys.stderr,
+        )
 
 
 def refuse_on_resume(args: argparse.Namespace) -> None:

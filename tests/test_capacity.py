@@ -198,6 +198,13 @@ def test_a_failed_step_fails_the_search_and_keeps_its_steps(tmp_path: Path) -> N
     record = capacity.searches(results.data)[0]
     assert record["status"] == "failed" and len(record["steps"]) == 2
     assert record["reason"] == "at 16,000 req/s: server did not start: boom"
+    # Resumed, it continues from its last step: the failed rate first, nothing repeated.
+    resumed = StubMeasure(knees(("poll",), (0,)))
+    run_capacity(results, exp, resumed)
+    assert record["status"] == "done" and record["reason"] is None
+    assert resumed.calls[0].rate_rps == 16_000.0
+    rates = [s["offered_rps"] for s in record["steps"]]
+    assert rates[:3] == [4000.0, 8000.0, 16000.0] and len(set(rates)) == len(rates)
 
 
 def test_summary_prints_capacity_per_cold_count_and_the_ratio_with_an_interval(
