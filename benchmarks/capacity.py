@@ -36,10 +36,13 @@ from benchmarks.interval import Ratio, ratio_with_interval
 from benchmarks.open_loop import Measure, Step, unavailable
 from benchmarks.results import ResultsFile, now_iso
 
-# Bounds of the search, in requests/s: below the floor a server is broken, not slow; the
-# top is far above what one Python server process answers on loopback.
-MIN_RATE_RPS = 10.0
+# The top of the search, in requests/s: far above what one Python server process answers
+# on loopback.
 MAX_RATE_RPS = 2_000_000.0
+# A p99 from fewer samples is mostly the maximum: with 1,000 requests in the window, ten
+# lie beyond the p99. So the search does not go below MIN_SAMPLES / window_s: a backend
+# that is not good there has a capacity below it, which is what the summary says.
+MIN_SAMPLES = 1000
 # The headline ratio: capacity of poll over epoll's at this many cold connections.
 RATIO_COLD = 10_000
 RATIO_PAIRS = (("poll", "epoll-lt"), ("poll", "epoll-et"))
@@ -50,19 +53,26 @@ def round_rate(rate_rps: float) -> float:
     return float(round(rate_rps))
 
 
+def min_rate(spec: OpenLoopSpec) -> float:
+    """The lowest rate a search offers: the window must hold :data:`MIN_SAMPLES` requests."""
+    return MIN_SAMPLES / spec.window_s
+
+
 def next_rate(spec: OpenLoopSpec, start_rps: float, steps: Sequence[Step]) -> float | None:
     """The next offered rate of a search, or ``None`` when it is finished."""
     if len(steps) >= spec.max_steps:
         return None
     if not steps:
-        return round_rate(start_rps)
+        return round_rate(max(start_rps, min_rate(spec)))
     good = [s.offered_rps for s in steps if s.good(spec.slo_ms)]
     bad = [s.offered_rps for s in steps if not s.good(spec.slo_ms)]
     low = max(good, default=None)
     above = [rate for rate in bad if low is None or rate > low]
     if low is None:
-        rate = round_rate(min(bad) / spec.factor)
-        return rate if rate >= MIN_RATE_RPS else None
+        lowest = min(bad)
+        if lowest <= min_rate(spec):
+            return None
+        return round_rate(max(lowest / spec.factor, min_rate(spec)))
     if not above:
         rate = round_rate(low * spec.factor)
         return rate if rate <= MAX_RATE_RPS else None
@@ -258,6 +268,9 @@ def capacity_cell(data: dict[str, Any], impl: str, cold: int, mine: list[dict[st
         return "skipped"
     values = sorted(capacities(data, impl, cold))
     if not values:
-        return "failed" if any(s["status"] == "failed" for s in mine) else "none good"
+        if any(s["status"] == "failed" for s in mine):
+            return "failed"
+        lowest = min(step["offered_rps"] for s in mine for step in s["steps"])
+        return f"< {lowest:,.0f}"
     flag = "*" if any(s["client_bound"] for s in mine) else ""
     return f"{statistics.median(values):,.0f}{flag}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.experiments import (
     OPEN_LOOP_KINDS,
@@ -35,6 +35,9 @@ from benchmarks.experiments import (
 )
 from benchmarks.results import ResultsFile, RunResult
 from servers.backends import BACKENDS
+
+if TYPE_CHECKING:
+    from benchmarks.sweep import SweepConfig
 
 # A step is overloaded when it achieved less than this fraction of the offered rate: the
 # load generator's own threshold (LOAD_CONTRACT, loadgen/result.py), restated here so that
@@ -116,7 +119,7 @@ def step_from_load(point: PointSpec, run: RunResult, load: dict[str, Any]) -> St
     )
 
 
-def sweep_measure(plan: SweepPlan, config: Any, spec: OpenLoopSpec) -> Measure:
+def sweep_measure(plan: SweepPlan, config: SweepConfig, spec: OpenLoopSpec) -> Measure:
     """The real thing: each step is one sweep run with the open-loop window."""
     from benchmarks import sweep
 
@@ -148,17 +151,13 @@ def unavailable(point: PointSpec) -> str | None:
     return ceiling_reason(point.impl, point.total_connections) or unavailable_reason(point)
 
 
-def spec_json(point: PointSpec) -> dict[str, Any]:
-    return asdict(point)
-
-
 def failures(data: dict[str, Any]) -> list[str]:
     """Every open-loop search or point that failed, with its reason."""
     records = [*data.get("capacity", []), *data.get("latency", [])]
     return [f"{r['key']}: {r['reason']}" for r in records if r["status"] == "failed"]
 
 
-def run_open_loop(results: ResultsFile, plan: SweepPlan, config: Any) -> None:
+def run_open_loop(results: ResultsFile, plan: SweepPlan, config: SweepConfig) -> None:
     """Measure every open-loop experiment of the plan, capacity searches first."""
     from benchmarks import capacity, latency
 

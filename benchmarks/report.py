@@ -94,7 +94,7 @@ def grid_record(data: dict[str, Any], **spec: Any) -> dict[str, Any] | None:
 
 
 def values(record: dict[str, Any] | None, metric: str) -> list[float]:
-    """One metric over a point's repeats (all of them: the sweep keeps only valid ones)."""
+    """One metric over every repeat stored for a point."""
     if record is None:
         return []
     found = (run["metrics"].get(metric) for run in record["repeats"])

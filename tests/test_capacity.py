@@ -29,7 +29,7 @@ def step_bound(spec: OpenLoopSpec, start: float, knee: float) -> int:
     return coarse + bisections + spec.overload_steps
 
 
-@pytest.mark.parametrize("knee", [900.0, 3_000.0, 37_000.0, 150_000.0])
+@pytest.mark.parametrize("knee", [1_500.0, 3_000.0, 37_000.0, 150_000.0])
 @pytest.mark.parametrize("start", [4_000.0, 100_000.0])
 def test_knee_is_found_within_the_precision_in_bounded_steps(knee: float, start: float) -> None:
     server = StubServer(knee)
@@ -71,14 +71,19 @@ def test_capacity_is_the_highest_good_offered_rate() -> None:
     assert capacity_of(steps[2:3], 5.0) is None
 
 
-def test_a_server_that_is_never_good_ends_the_search_at_the_floor() -> None:
+@pytest.mark.parametrize("window_s", [0.5, 1.0, 2.0])
+def test_a_server_that_is_never_good_ends_the_search_at_the_floor(window_s: float) -> None:
+    """The floor is where the window still holds enough requests for a p99."""
+    spec = replace(SPEC, max_steps=100, window_s=window_s)
     server = StubServer(knee_rps=1.0)
-    steps = search(replace(SPEC, max_steps=100), 4000.0, server.at)
-    assert capacity_of(steps, SPEC.slo_ms) is None
+    steps = search(spec, 30_000.0, server.at)
+    assert capacity_of(steps, spec.slo_ms) is None
     rates = [s.offered_rps for s in steps]
     assert rates == sorted(rates, reverse=True)
-    assert rates[-1] >= capacity.MIN_RATE_RPS > rates[-1] / SPEC.factor
-    assert next_rate(SPEC, 4000.0, steps) is None
+    assert rates[-1] == capacity.min_rate(spec) == capacity.MIN_SAMPLES / window_s
+    assert next_rate(spec, 30_000.0, steps) is None
+    # A start below the floor starts at the floor.
+    assert next_rate(spec, 10.0, []) == capacity.min_rate(spec)
 
 
 def test_max_steps_bounds_the_search() -> None:
