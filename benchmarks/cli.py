@@ -283,6 +283,7 @@ def announce(results: ResultsFile, plan: SweepPlan) -> None:
 
 
 def finish(results: ResultsFile, draw: bool) -> int:
+    from benchmarks.open_loop import failures
     from benchmarks.plot import plot_results
     from benchmarks.results import validate, window_drift
     from benchmarks.summary import format_report
@@ -298,7 +299,5 @@ def finish(results: ResultsFile, draw: bool) -> int:
     if draw:
         outputs += plot_results(results.data, results.run_dir / "charts")
     print(f"\nmuxlab sweep: wrote {len(outputs)} files under {results.run_dir}", file=sys.stderr)
-    from benchmarks.open_loop import failures
-
     failed = [r for r in results.data["points"] if r["status"] == "failed"]
     return 1 if failed or failures(results.data) else 0
