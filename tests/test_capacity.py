@@ -311,3 +311,84 @@ def test_an_open_loop_point_passes_its_rate_to_the_load_generator(tmp_path: Path
     assert argv[argv.index("--rate") + 1] == "12345.0"
     argv = loadgen_argv(closed, plan_with(experiment()), config, "127.0.0.1", 1, tmp_path / "x")
     assert "--rate" not in argv
+
+
+# -- through the sweep: real servers, a stub load generator with a known knee ----------
+
+SWEEP_PLAN = """\
+[[experiments]]
+name = "capacity"
+kind = "capacity"
+impls = ["epoll-lt", "select"]
+connections = [20]
+idle = [0, 1010]
+
+[experiments.open_loop]
+start_rps = 4000
+factor = 2
+precision = 0.1
+max_steps = 8
+window_s = 0.5
+warmup_s = 0
+
+[[experiments]]
+name = "latency"
+kind = "latency"
+impls = ["epoll-lt"]
+connections = [1, 10]
+
+[experiments.open_loop]
+window_s = 0.5
+warmup_s = 0
+"""
+
+
+def test_capacity_and_latency_through_the_sweep_with_a_stub_load_generator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(SWEEP_PLAN)
+    stub = Path(__file__).resolve().parent / "stub_loadgen.py"
+    knee = 10_000.0
+    monkeypatch.setenv("MUXLAB_STUB_KNEE_RPS", str(knee))
+    options = ["--config", str(plan), "--out-dir", str(tmp_path), "--run-id", "r", "--quiet"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "muxlab",
+            "sweep",
+            *options,
+            "--loadgen",
+            f"{sys.executable} {stub}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "r"
+    data = json.loads((run_dir / "results.json").read_text())
+    by_cell = {(s["spec"]["impl"], s["spec"]["idle"]): s for s in data["capacity"]}
+    assert by_cell[("select", 1010)]["status"] == "skipped"
+    for cold in (0, 1010):
+        record = by_cell[("epoll-lt", cold)]
+        assert record["status"] == "done"
+        found = record["capacity_rps"]
+        assert knee / 1.1 <= found <= knee
+        for saved in record["steps"]:
+            load = json.loads((run_dir / saved["loadgen_json"]).read_text())
+            assert load["open_loop"]["offered_rps"] == saved["offered_rps"]
+            assert saved["loadgen_status"] == (3 if saved["overloaded"] else 0)
+        assert any(s["overloaded"] for s in record["steps"])  # overload is kept as data
+    lowest = min(s["capacity_rps"] for s in data["capacity"] if s["capacity_rps"])
+    rates = {r["spec"]["rate_rps"] for r in data["latency"]}
+    assert rates == {capacity.round_rate(0.5 * lowest)}
+    assert [r["status"] for r in data["latency"]] == ["done", "done"]
+    assert f"{by_cell[('epoll-lt', 0)]['capacity_rps']:,.0f}" in proc.stdout
+    assert "capacity, open loop" in proc.stdout and "fixed-rate latency" in proc.stdout
+    charts = {p.name for p in (run_dir / "charts").iterdir()}
+    assert {"capacity.png", "capacity.svg", "latency.png", "latency.svg"} <= charts
