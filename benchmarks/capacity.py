@@ -126,20 +126,23 @@ def start_rate(
 ) -> float:
     """Where a search starts: the same backend's capacity at the next fewer cold
     connections in this repeat (the knee moves left with cold connections, rarely right),
-    else the experiment's ``start_rps``."""
+    or the lowest rate that search offered if none was good; else ``start_rps``."""
     spec = experiment.open_loop or OpenLoopSpec()
     fewer = [
         s
         for s in searches(data)
         if s["experiment"] == experiment.name
         and s["repeat"] == rep
-        and s["capacity_rps"]
+        and s["status"] == "done"
+        and s["steps"]
         and {**s["spec"], "idle": point.idle} == asdict(point)
         and s["spec"]["idle"] < point.idle
     ]
     if not fewer:
         return spec.start_rps
-    return float(max(fewer, key=lambda s: s["spec"]["idle"])["capacity_rps"])
+    nearest = max(fewer, key=lambda s: s["spec"]["idle"])
+    lowest = min(step["offered_rps"] for step in nearest["steps"])
+    return float(nearest["capacity_rps"] or lowest)
 
 
 def new_search(

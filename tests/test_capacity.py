@@ -163,6 +163,18 @@ def test_a_search_starts_at_the_capacity_found_with_fewer_cold(tmp_path: Path) -
     assert second["steps"][0]["offered_rps"] == first["capacity_rps"]
 
 
+def test_after_a_search_with_no_good_step_the_next_starts_at_its_floor(tmp_path: Path) -> None:
+    exp = experiment(impls=("poll",), idle=(0, 1000))
+    results = empty_results(tmp_path / "run", plan_with(exp))
+    never = StubServer(knee_rps=1.0)
+    run_capacity(results, exp, StubMeasure({("poll", 0): never, ("poll", 1000): never}))
+    first, second = capacity.searches(results.data)
+    assert first["capacity_rps"] is None and second["capacity_rps"] is None
+    floor = capacity.min_rate(SPEC)
+    assert second["start_rps"] == floor
+    assert [s["offered_rps"] for s in second["steps"]] == [floor]  # one step, not a descent
+
+
 def test_interrupted_search_resumes_without_measuring_a_step_twice(tmp_path: Path) -> None:
     exp = experiment(impls=("poll",), idle=(1000,))
     servers = knees(("poll",), (1000,))
