@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks import open_loop_cli
 from benchmarks.names import check_safe_name
 from muxlab.cli import HelpFormatter
 from muxlab.errors import UsageError
@@ -107,6 +108,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     plan.add_argument("--duration", type=float, default=None, help="measurement window, s")
     plan.add_argument("--warmup", type=float, default=None, help="discarded warm-up, s")
+    open_loop_cli.add_arguments(plan)
     parser.add_argument(
         "--out-dir", type=Path, default=Path("results"), help="directory that receives RUN_ID/"
     )
@@ -151,6 +153,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks import experiments, provenance, sweep
+    from benchmarks.open_loop import run_open_loop
     from benchmarks.results import ResultsFile, now_iso
     from muxlab.environment import environment
 
@@ -201,8 +204,10 @@ def run(args: argparse.Namespace) -> int:
     raise_fd_limit()
     results.set_state("running")
     announce(results, plan)
+    open_loop_cli.announce(plan, RUN_OVERHEAD_S)
     try:
         sweep.run_points(results, plan, config)
+        run_open_loop(results, plan, config)
     except KeyboardInterrupt:
         results.set_state("interrupted")
         results.write_csv()
@@ -230,7 +235,7 @@ def choose_plan(args: argparse.Namespace) -> SweepPlan:
         duration_s=args.duration,
         warmup_s=args.warmup,
     )
-    return experiments.apply_overrides(plan, flags)
+    return open_loop_cli.apply(experiments.apply_overrides(plan, flags), args)
 
 
 def resume_results(args: argparse.Namespace) -> ResultsFile:
@@ -256,6 +261,7 @@ def resume_results(args: argparse.Namespace) -> ResultsFile:
     given = [f"--{f.replace('_', '-')}" for f in plan_flags if getattr(args, f) is not None]
     if given:
         raise UsageError(f"--resume continues the stored plan; drop {', '.join(given)}")
+    open_loop_cli.refuse_on_resume(args)
     # An existing directory is the user's own choice of place; anything else is a run id,
     # which must stay one component under --out-dir.
     path = Path(args.resume)
@@ -327,7 +333,9 @@ def estimate_seconds(plan: SweepPlan, records: list[dict[str, Any]]) -> float:
 
 
 def finish(results: ResultsFile, draw: bool) -> int:
-    """Summary, CSV, charts; exit 0, or :data:`EXIT_POINT_FAILED` when a point failed."""
+    """Summary, CSV, charts; exit 0, or :data:`EXIT_POINT_FAILED` when a point or an
+    open-loop search failed."""
+    from benchmarks.open_loop import failures
     from benchmarks.plot import plot_results
     from benchmarks.results import validate
     from benchmarks.summary import format_report
@@ -341,6 +349,7 @@ def finish(results: ResultsFile, draw: bool) -> int:
         outputs += plot_results(results.data, results.run_dir / "charts")
     print(f"\nmuxlab sweep: wrote {len(outputs)} files under {results.run_dir}", file=sys.stderr)
     failed = [r["key"] for r in results.data["points"] if r["status"] == "failed"]
+    failed += failures(results.data)
     if failed:
         print(
             f"muxlab sweep: {len(failed)} point(s) failed (no valid repeat): {', '.join(failed)}",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import resource
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -26,8 +26,12 @@ from servers.backends import BACKEND_NAMES, FD_SETSIZE
 from servers.peers import PEER_NAMES
 from servers.protocols import PROTOCOL_NAMES
 
-ExperimentKind = Literal["active", "idle", "ltet", "peers"]
+ExperimentKind = Literal["active", "idle", "ltet", "peers", "capacity", "latency"]
 EXPERIMENT_KINDS: tuple[ExperimentKind, ...] = get_args(ExperimentKind)
+# Open-loop kinds have no fixed grid of rates: a capacity search picks each offered rate
+# from the steps before it, and the latency experiment takes its rate from the capacity
+# results of the same run. benchmarks/open_loop.py measures them after the grid points.
+OPEN_LOOP_KINDS: frozenset[ExperimentKind] = frozenset({"capacity", "latency"})
 PresetName = Literal["quick", "default", "full"]
 PRESET_NAMES: tuple[PresetName, ...] = get_args(PresetName)
 IMPL_NAMES: tuple[str, ...] = (*BACKEND_NAMES, *PEER_NAMES)
@@ -53,12 +57,14 @@ class PointSpec:
     idle: int
     msg_bytes: int  # echo payload per request; 0 for HTTP (fixed request and reply)
     pipeline: int
+    rate_rps: float | None = None  # open loop at this total offered rate; None: closed loop
 
     @property
     def key(self) -> str:
+        rate = "" if self.rate_rps is None else f"/r{self.rate_rps:g}"
         return (
             f"{self.impl}/{self.protocol}/c{self.connections}/i{self.idle}"
-            f"/s{self.msg_bytes}/p{self.pipeline}"
+            f"/s{self.msg_bytes}/p{self.pipeline}{rate}"
         )
 
     @property
@@ -76,6 +82,31 @@ class PointSpec:
 
 
 @dataclass(frozen=True)
+class OpenLoopSpec:
+    """How the open-loop kinds measure (``capacity``: the search; ``latency``: the rate).
+
+    A capacity search steps the offered rate from ``start_rps`` by ``factor`` until a step
+    is no longer good (achieved < 99% of offered, or p99 > ``slo_ms``), then bisects
+    between the highest good and lowest bad rate until they are within ``precision`` of
+    each other, then measures ``overload_steps`` more rates past the knee; never more than
+    ``max_steps`` steps (benchmarks/capacity.py). The latency experiment offers
+    ``rate_rps``, or, when ``None``, a fraction of the lowest capacity found in the same
+    run, or a default (benchmarks/latency.py).
+    """
+
+    slo_ms: float = 5.0
+    start_rps: float = 4000.0
+    factor: float = 2.0
+    precision: float = 0.05
+    max_steps: int = 12
+    overload_steps: int = 1
+    window_s: float = 1.0
+    warmup_s: float = 0.5
+    repeats: int = 1
+    rate_rps: float | None = None
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     name: str
     kind: ExperimentKind
@@ -88,8 +119,14 @@ class ExperimentSpec:
     # Repeats of this experiment's points; None: the plan's. Headline experiments ask for
     # more than the rest (docs/sweep.md, "How many repeats").
     repeats: int | None = None
+    open_loop: OpenLoopSpec | None = None  # the open-loop kinds only
 
     def points(self) -> list[PointSpec]:
+        """The grid's points; none for an open-loop kind (see :data:`OPEN_LOOP_KINDS`)."""
+        return [] if self.kind in OPEN_LOOP_KINDS else self.loads()
+
+    def loads(self) -> list[PointSpec]:
+        """Every cell of the grid, without a rate."""
         points: list[PointSpec] = []
         for impl, protocol, conns, idle, size in itertools.product(
             self.impls, self.protocols, self.connections, self.idle, self.msg_bytes
@@ -193,10 +230,93 @@ def _preset_experiments(
     )
 
 
+# Hot connections of the capacity experiment: few, as in Banga and Mogul's hot/cold method,
+# yet enough that one request in flight per connection does not cap the offered rate
+# (Little's law: 20 connections / 50 us per round trip = 400,000 req/s).
+CAPACITY_HOT_CONNECTIONS = 20
+# The latency experiment's connections beside idle ones, as in the idle experiment.
+LATENCY_ACTIVE_CONNECTIONS = IDLE_ACTIVE_CONNECTIONS
+
+
+def open_loop_experiments(name: str) -> tuple[ExperimentSpec, ...]:
+    """The capacity and latency experiments of a preset (benchmarks/open_loop.py)."""
+    if name == "quick":
+        # Draws both chart kinds and stays small: one cold count, two backends, three
+        # steps of 0.5 s; about 10 runs of ~2.2 s each (0.2 s warm-up, 0.5 s window,
+        # ~1.5 s to start and reap two interpreters), ~25 s on 2 cores.
+        spec = OpenLoopSpec(
+            start_rps=10000.0,
+            factor=4.0,
+            precision=0.5,
+            max_steps=3,
+            overload_steps=0,
+            window_s=0.5,
+            warmup_s=0.2,
+        )
+        impls: tuple[str, ...] = ("poll", "epoll-lt")
+        return (
+            ExperimentSpec(
+                "capacity",
+                "capacity",
+                impls,
+                connections=(CAPACITY_HOT_CONNECTIONS,),
+                idle=(1000,),
+                open_loop=spec,
+            ),
+            ExperimentSpec("latency", "latency", impls, connections=(1, 100), open_loop=spec),
+        )
+    # default and full. Estimate for default on 2 cores, ~6 min: 10 searches (select only
+    # at 0 cold: 20 + 1,000 + 16 descriptors pass FD_SETSIZE) of 6-10 steps, ~80 steps of
+    # ~2.6 s (0.3 s warm-up, 0.8 s window, ~1.5 s of process start and reaping), plus 2 s
+    # of connecting per step at 10,000 cold: ~4.5 min; then the two latency experiments,
+    # 25 runs with 1.5 s windows (1,500 samples at 1,000 req/s, 15 beyond the p99): ~1.5
+    # min. Measured once with 0.8 s latency windows on a loaded 2-CPU VM (load average
+    # 8): 6.0 min. full uses 2 s (capacity) and 4 s (latency) windows and 3 repeats.
+    long = name == "full"
+    spec = OpenLoopSpec(
+        start_rps=8000.0,
+        factor=2.0,
+        precision=0.1,
+        max_steps=10,
+        overload_steps=1,
+        window_s=2.0 if long else 0.8,
+        warmup_s=0.5 if long else 0.3,
+        repeats=3 if long else 1,
+    )
+    fixed_rate = replace(spec, window_s=4.0 if long else 1.5)
+    return (
+        ExperimentSpec(
+            "capacity",
+            "capacity",
+            BACKENDS,
+            connections=(CAPACITY_HOT_CONNECTIONS,),
+            idle=(0, 1000, 10000),
+            open_loop=spec,
+        ),
+        ExperimentSpec(
+            "latency", "latency", BACKENDS, connections=(1, 100, 1000, 10000), open_loop=fixed_rate
+        ),
+        ExperimentSpec(
+            "latency-idle",
+            "latency",
+            BACKENDS,
+            connections=(LATENCY_ACTIVE_CONNECTIONS,),
+            idle=(0, 1000, 10000),
+            open_loop=fixed_rate,
+        ),
+    )
+
+
 def preset(name: str) -> SweepPlan:
-    """A named plan. Budgets are for 2 CPUs, from ``muxlab sweep``'s own estimate: per run,
-    warm-up + window + ~1.5 s (two interpreters start, connect, reap), plus 0.2 ms per
-    connection for the ramp; retries of invalid repeats come on top."""
+    """A named plan: its grid experiments, then its open-loop ones. Budgets are for 2
+    CPUs, from ``muxlab sweep``'s own estimate: per run, warm-up + window + ~1.5 s (two
+    interpreters start, connect, reap), plus 0.2 ms per connection for the ramp; retries
+    of invalid repeats come on top."""
+    plan = grid_preset(name)
+    return replace(plan, experiments=plan.experiments + open_loop_experiments(name))
+
+
+def grid_preset(name: str) -> SweepPlan:
     if name == "quick":
         # <= 2 min on 2 cores (31 points, 31 runs of 0.9 s, about 1.3 min by the
         # estimate; 50 s on a quiet machine): every chart drawn, every ratio with a
@@ -334,10 +454,35 @@ def _experiment_from_toml(path: Path, table: Any) -> ExperimentSpec:
     for key in ("pipeline", "repeats"):
         if key in table:
             values[key] = _ints(path, name, key, [table[key]])[0]
+    if "open_loop" in table:
+        values["open_loop"] = _open_loop_from_toml(path, name, table["open_loop"])
     if "impls" not in values:
         raise UsageError(f"{path}: experiment {name!r} needs impls")
     spec = ExperimentSpec(**values)
     validate_experiment(spec)
+    return spec
+
+
+def _open_loop_from_toml(path: Path, name: str, table: Any) -> OpenLoopSpec:
+    where = f"{path}: experiment {name!r}: open_loop"
+    if not isinstance(table, dict):
+        raise UsageError(f"{where} must be a table")
+    known = {f.name: f for f in fields(OpenLoopSpec)}
+    unknown = set(table) - set(known)
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise UsageError(f"{where}: {key} must be a number >= 0")
+        values[key] = int(value) if key in ("max_steps", "repeats", "overload_steps") else value
+    spec = OpenLoopSpec(**values)
+    positive = (spec.slo_ms, spec.start_rps, spec.precision, spec.max_steps, spec.window_s)
+    if spec.factor <= 1 or min(positive) <= 0 or spec.repeats < 1 or spec.rate_rps == 0:
+        raise UsageError(
+            f"{where}: need factor > 1, repeats >= 1, and slo_ms, start_rps, precision, "
+            "max_steps, window_s and rate_rps > 0"
+        )
     return spec
 
 
@@ -419,7 +564,8 @@ def apply_overrides(plan: SweepPlan, flags: PlanOverrides) -> SweepPlan:
     if flags.repeats is not None:
         # --repeats is the user's explicit count: it overrides every experiment's own.
         new = replace(new, experiments=tuple(replace(e, repeats=None) for e in experiments))
-    if not new.experiments or not new.points():
+    open_loop = [e for e in new.experiments if e.kind in OPEN_LOOP_KINDS]
+    if not new.experiments or not (new.points() or open_loop):
         raise UsageError("the plan has no points left to measure")
     if new.repeats < 1 or new.duration_s <= 0 or new.warmup_s < 0 or new.retries < 0:
         raise UsageError("need repeats >= 1, retries >= 0, duration > 0 and warm-up >= 0")
@@ -444,9 +590,7 @@ def plan_to_json(plan: SweepPlan) -> dict[str, Any]:
         "retries": plan.retries,
         "duration_s": plan.duration_s,
         "warmup_s": plan.warmup_s,
-        "experiments": [
-            {f.name: getattr(e, f.name) for f in fields(ExperimentSpec)} for e in plan.experiments
-        ],
+        "experiments": [asdict(e) for e in plan.experiments],
     }
 
 
@@ -462,6 +606,7 @@ def plan_from_json(data: dict[str, Any]) -> SweepPlan:
             msg_bytes=tuple(e["msg_bytes"]),
             pipeline=e["pipeline"],
             repeats=e.get("repeats"),
+            open_loop=OpenLoopSpec(**e["open_loop"]) if e.get("open_loop") else None,
         )
         for e in data["experiments"]
     )

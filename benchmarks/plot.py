@@ -55,6 +55,13 @@ HOLLOW_NOTE = (
     "pale bar = min-max, hollow = client-bound (a load process >= 90% busy), "
     "x on the bottom edge, in the line's colour = failed point (no valid repeat)."
 )
+# Every chart of a grid experiment says so: its latency is connections / throughput at
+# saturation (Little's law), not what one request costs (the latency experiment shows that).
+CLOSED_LOOP = "closed loop, saturated"
+CLOSED_LOOP_NOTE = (
+    "Closed loop, saturated: each connection sends its next request as soon as the reply "
+    "comes, so latency is connections / throughput (Little's law)."
+)
 
 Record = dict[str, Any]
 
@@ -231,14 +238,13 @@ def chart_active(data: dict[str, Any], name: str, records: list[Record], out: Pa
         label_axes(ax, "active connections (log)", metric, title)
     axes[0].legend(fontsize=8)
     caption = (
+        f"{CLOSED_LOOP_NOTE} "
         "Closed loop, one request in flight per connection. With every connection busy, "
         "each wait call returns many events, so the mechanisms' fixed cost is spread thin "
         "and the lines stay close; latency grows with connections because the server serves "
         f"them in turn. {HOLLOW_NOTE}\n{machine_line(data)}"
     )
-    return finish(
-        fig, f"{name}: throughput and latency against active connections", caption, out, name
-    )
+    return finish(fig, f"{name}: throughput and latency ({CLOSED_LOOP})", caption, out, name)
 
 
 def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path) -> list[Path]:
@@ -291,6 +297,7 @@ def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path
         else ""
     )
     caption = (
+        f"{CLOSED_LOOP_NOTE} "
         "10 active connections plus idle ones that never send. select and poll pass every "
         "registered descriptor to the kernel on every call, so their cost per wait grows "
         "with idle connections and their throughput falls; epoll's wait cost depends on "
@@ -298,7 +305,8 @@ def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path
         + ceiling
         + f" {HOLLOW_NOTE}\n{machine_line(data)}"
     )
-    return finish(fig, f"{name}: 10 active connections plus idle ones", caption, out, name)
+    title = f"{name}: 10 active connections plus idle ones ({CLOSED_LOOP})"
+    return finish(fig, title, caption, out, name)
 
 
 def mark_select_ceiling(
@@ -359,13 +367,15 @@ def chart_ltet(data: dict[str, Any], name: str, records: list[Record], out: Path
         ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0][0].legend(fontsize=8)
     caption = (
+        f"{CLOSED_LOOP_NOTE} "
         "Echo, closed loop. Edge-triggered (ET) must read until EAGAIN after each event, so "
         "it pays about one extra recv per wake-up (EAGAIN reads/request near 1) and is never "
         "told twice about the same data; level-triggered (LT) does one recv (up to 64 KiB) "
         "per event and lets the next wait report the rest, so a message larger than one recv "
         f"costs it extra wait calls and events. {HOLLOW_NOTE}\n{machine_line(data)}"
     )
-    return finish(fig, f"{name}: epoll level-triggered vs edge-triggered", caption, out, name)
+    title = f"{name}: epoll level-triggered vs edge-triggered ({CLOSED_LOOP})"
+    return finish(fig, title, caption, out, name)
 
 
 def chart_peers(data: dict[str, Any], name: str, records: list[Record], out: Path) -> list[Path]:
@@ -395,13 +405,15 @@ def chart_peers(data: dict[str, Any], name: str, records: list[Record], out: Pat
             label_axes(ax, "connections (log)", metric, f"{protocol}: {title}")
         row[0].legend(fontsize=8)
     caption = (
+        f"{CLOSED_LOOP_NOTE} "
         "muxlab's epoll servers against what one would otherwise pick: asyncio (protocol and "
         "streams APIs), uvloop (libuv, in C) and nginx (one worker, HTTP). Server CPU per "
         "request is the server's user+system CPU in the window over the requests it served: "
         "it stays comparable when the client is the bottleneck. Lower is better. "
         f"{HOLLOW_NOTE}\n{machine_line(data)}"
     )
-    return finish(fig, f"{name}: muxlab against reference servers", caption, out, name)
+    title = f"{name}: muxlab against reference servers ({CLOSED_LOOP})"
+    return finish(fig, title, caption, out, name)
 
 
 CHARTS: dict[str, Callable[[dict[str, Any], str, list[Record], Path], list[Path]]] = {
@@ -413,9 +425,15 @@ CHARTS: dict[str, Callable[[dict[str, Any], str, list[Record], Path], list[Path]
 
 
 def plot_results(data: dict[str, Any], out_dir: Path) -> list[Path]:
+    # Imported here: that module draws with this one's helpers.
+    from benchmarks.charts_open_loop import OPEN_LOOP_CHARTS
+
     paths: list[Path] = []
     for experiment in data["plan"]["experiments"]:
         name = experiment["name"]
+        if experiment["kind"] in OPEN_LOOP_CHARTS:
+            paths += OPEN_LOOP_CHARTS[experiment["kind"]](data, name, out_dir)
+            continue
         records = [r for r in data["points"] if name in r["experiments"]]
         if any(r["status"] == "done" for r in records):
             paths += CHARTS[experiment["kind"]](data, name, records, out_dir)

@@ -126,7 +126,7 @@ def point_flags(record: dict[str, Any]) -> list[str]:
 
 
 def idle_ratios(data: dict[str, Any]) -> list[str]:
-    lines = ["(a) throughput at 10 active + most idle, as a fraction of 0 idle:"]
+    lines = ["(a) throughput at 10 active + most idle, as a fraction of 0 idle (closed loop):"]
     for backend in IDLE_BACKENDS:
         base = find(
             data,
@@ -217,8 +217,15 @@ def failed_points(data: dict[str, Any]) -> list[str]:
     ]
 
 
+CLOSED_LOOP_HEADING = "closed loop, saturated (latency = connections / throughput, Little's law):"
+
+
 def format_report(data: dict[str, Any]) -> str:
+    from benchmarks.capacity import format_capacity
+    from benchmarks.latency import format_latency
+
     parts = [
+        CLOSED_LOOP_HEADING,
         format_table(data),
         "",
         RATIO_NOTE,
@@ -226,6 +233,9 @@ def format_report(data: dict[str, Any]) -> str:
         *cpu_ratios(data),
         *failed_points(data),
     ]
+    for section in (format_capacity(data), format_latency(data)):
+        if section:
+            parts += ["", *section]
     if data["notes"]:
         parts += ["", "notes:", *(f"    {note}" for note in data["notes"])]
     return "\n".join(parts)

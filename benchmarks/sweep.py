@@ -177,6 +177,8 @@ def loadgen_argv(
     }
     if point.protocol == "echo":
         options["--size"] = point.msg_bytes
+    if point.rate_rps is not None:
+        options["--rate"] = point.rate_rps
     argv = list(config.loadgen)
     for option, value in options.items():
         argv += [option, str(value)]

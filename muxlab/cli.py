@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {
     "trace": "lab.trace_cli",
     "sweep": "benchmarks.cli",
     "plot": "benchmarks.plot_cli",
+    "report": "benchmarks.report_cli",
 }
 
 
