@@ -1,0 +1,105 @@
+"""``muxlab grade``: the starter scores low, the reference solution full marks, and the
+grader reaps what it starts and explains every lost point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.assignment.handout import ANNOTATED, MARK, SOLUTION, STARTER, student_copy
+from lab.grade import FULL_MARKS, RUBRIC, grade
+from muxlab.limits import raise_fd_limit
+
+
+@pytest.fixture(autouse=True)
+def fd_limit() -> None:
+    raise_fd_limit()
+
+
+def muxlab(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "muxlab", *argv], capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+
+
+def test_starter_is_the_annotated_seed_without_its_bug_marks() -> None:
+    annotated = ANNOTATED.read_text(encoding="utf-8")
+    starter = STARTER.read_text(encoding="utf-8")
+    assert starter == student_copy(annotated)
+    assert MARK not in starter and "BUG" not in starter
+    assert annotated.count(MARK) >= 6
+
+
+def test_rubric_weights_add_up_to_100() -> None:
+    assert FULL_MARKS == 100
+    assert len({c.name for c in RUBRIC}) == len(RUBRIC)
+
+
+def test_starter_scores_low_with_a_reason_for_every_lost_point() -> None:
+    report = grade(STARTER)
+    lost = {s.criterion.name: s.reason for s in report.scores if s.points == 0}
+    assert report.total <= 30, report.text()
+    # The seed's bugs, each caught by the criterion that names it.
+    assert "bytes echoed" in lost["echo-chunking"]
+    assert "leak" in lost["reset"]
+    assert "accept-burst" in lost
+    assert all(reason.startswith("(see muxlab demo ") for reason in lost.values())
+    assert not report.full_marks
+
+
+def test_reference_solution_scores_full_marks_and_exits_0() -> None:
+    proc = muxlab("grade", str(SOLUTION))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"total {FULL_MARKS}/{FULL_MARKS}".split() == proc.stdout.splitlines()[-1].split()
+    for criterion in RUBRIC:
+        assert f"{criterion.weight}/{criterion.weight}  ok" in proc.stdout, criterion.name
+
+
+def test_starter_exits_1() -> None:
+    proc = muxlab("grade", str(STARTER), "--only", "reset")
+    assert proc.returncode == 1
+    assert "0/15" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_a_server_that_crashes_loses_points_with_its_last_error_line(tmp_path: Path) -> None:
+    crasher = tmp_path / "crash.py"
+    crasher.write_text("import sys\nsys.exit('cannot bind: no such luck')\n")
+    report = grade(crasher, criteria=RUBRIC[:1])
+    assert report.total == 0
+    assert "exited with status 1: cannot bind: no such luck" in report.scores[0].reason
+
+
+def test_every_server_process_is_reaped(tmp_path: Path) -> None:
+    # A server that listens and answers nothing: every check must end by its deadline,
+    # and the process must be gone afterwards.
+    pids = tmp_path / "pids"
+    silent = tmp_path / "silent.py"
+    silent.write_text(
+        "import argparse, os, socket, time\n"
+        "p = argparse.ArgumentParser()\n"
+        "p.add_argument('--host')\n"
+        "p.add_argument('--port', type=int)\n"
+        "a = p.parse_args()\n"
+        f"open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+        "s = socket.create_server((a.host, a.port))\n"
+        "time.sleep(3600)\n"
+    )
+    report = grade(silent, criteria=[c for c in RUBRIC if c.name in ("accept-burst", "reset")])
+    assert report.total == 0
+    started = [int(line) for line in pids.read_text().split()]
+    assert len(started) == 2
+    for pid in started:
+        assert not os.path.exists(f"/proc/{pid}"), f"server {pid} was not reaped"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["grade", "/no/such/server.py"], "no such file"), (["grade"], "required")],
+)
+def test_bad_input_is_one_line_exit_2(argv: list[str], message: str) -> None:
+    proc = muxlab(*argv)
+    assert proc.returncode == 2
+    assert message in proc.stderr and proc.stderr.count("\n") == 1
