@@ -4,6 +4,7 @@ grader reaps what it starts and explains every lost point."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,11 @@ def test_bad_input_is_one_line_exit_2(argv: list[str], message: str) -> None:
     proc = muxlab(*argv)
     assert proc.returncode == 2
     assert message in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_rubric_doc_lists_the_graders_criteria_and_weights() -> None:
+    doc = (ANNOTATED.parent.parent / "rubric.md").read_text(encoding="utf-8")
+    handout = (STARTER.parent / "README.md").read_text(encoding="utf-8")
+    for text in (doc, handout):
+        rows = re.findall(r"^\| `([a-z0-9-]+)` \| +(\d+) \|", text, re.M)
+        assert [(c.name, c.weight) for c in RUBRIC] == [(n, int(w)) for n, w in rows]
