@@ -53,3 +53,11 @@ def test_chinese_prose_uses_full_width_quotes() -> None:
     prose = CODE.sub("", CHINESE)
     assert '"' not in prose
     assert prose.count("“") == prose.count("”") > 10
+
+
+def test_answer_key_answers_every_guide_question() -> None:
+    key = (DOCS / "instructor" / "answer-key.md").read_text(encoding="utf-8")
+    questions = [int(n) for n in re.findall(r"^ ?(\d+)\. ", ENGLISH, re.M)]
+    answered = [int(n) for n in re.findall(r"^\*\*(\d+)\. ", key, re.M)]
+    assert questions == list(range(1, len(questions) + 1))
+    assert answered == questions

@@ -12,6 +12,7 @@ from lab.demos import (
     et_partial_read,
     et_starvation,
     exact_event_compare,
+    fdset_overflow,
     lt_vs_et,
     lt_write_spin,
     oneshot,
@@ -40,6 +41,7 @@ DEMOS: dict[str, Demo[Any, Any]] = {
         short_write.DEMO,
         stale_event.DEMO,
         dup_fork.DEMO,
+        fdset_overflow.DEMO,
     )
 }
 

@@ -44,6 +44,8 @@ class Demo(Generic[H, C]):
     measure: Callable[[H], C]
     """Run one case and return its counts (a frozen dataclass)."""
     shows_bug: Callable[[C], bool]
+    unavailable: Callable[[], str | None] = lambda: None
+    """Why this machine cannot run the demo (a missing compiler), or None when it can."""
 
 
 @dataclass(frozen=True)
