@@ -108,7 +108,8 @@ def test_bad_input_is_one_line_exit_2(argv: list[str], message: str) -> None:
 
 def test_rubric_doc_lists_the_graders_criteria_and_weights() -> None:
     doc = (ANNOTATED.parent.parent / "rubric.md").read_text(encoding="utf-8")
-    handout = (STARTER.parent / "README.md").read_text(encoding="utf-8")
-    for text in (doc, handout):
+    handouts = [(STARTER.parent / name).read_text(encoding="utf-8")
+                for name in ("README.md", "README.zh-CN.md")]  # fmt: skip
+    for text in (doc, *handouts):
         rows = re.findall(r"^\| `([a-z0-9-]+)` \| +(\d+) \|", text, re.M)
         assert [(c.name, c.weight) for c in RUBRIC] == [(n, int(w)) for n, w in rows]
