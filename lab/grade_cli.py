@@ -29,6 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("path", type=Path, metavar="PATH", help="the server program to grade")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed for the random payloads and chunkings (default: 0)")  # fmt: skip
+    parser.add_argument("--backend", metavar="NAME",
+                        help="pass '--backend NAME' to the server (second task: poll)")  # fmt: skip
     only_help = f"grade only this criterion (repeatable): {', '.join(names)}"
     parser.add_argument("--only", action="append", choices=names, metavar="CRITERION",
                         help=only_help)  # fmt: skip
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
             f"{MANY_CONNECTIONS + FD_HEADROOM} (raise the hard limit: ulimit -Hn)"
         )
     criteria = [c for c in RUBRIC if not args.only or c.name in args.only]
-    report = grade(path, seed=args.seed, criteria=criteria)
+    extra_args = ("--backend", args.backend) if args.backend else ()
+    report = grade(path, seed=args.seed, extra_args=extra_args, criteria=criteria)
     print(report.text())
     return 0 if report.full_marks else 1

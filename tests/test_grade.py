@@ -51,8 +51,10 @@ def test_starter_scores_low_with_a_reason_for_every_lost_point() -> None:
     assert not report.full_marks
 
 
-def test_reference_solution_scores_full_marks_and_exits_0() -> None:
-    proc = muxlab("grade", str(SOLUTION))
+@pytest.mark.parametrize("backend", ["epoll", "poll"])
+def test_reference_solution_scores_full_marks_and_exits_0(backend: str) -> None:
+    # The second task is the same server on poll: graded the same way.
+    proc = muxlab("grade", str(SOLUTION), "--backend", backend)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"total {FULL_MARKS}/{FULL_MARKS}".split() == proc.stdout.splitlines()[-1].split()
     for criterion in RUBRIC:
@@ -113,3 +115,10 @@ def test_rubric_doc_lists_the_graders_criteria_and_weights() -> None:
     for text in (doc, *handouts):
         rows = re.findall(r"^\| `([a-z0-9-]+)` \| +(\d+) \|", text, re.M)
         assert [(c.name, c.weight) for c in RUBRIC] == [(n, int(w)) for n, w in rows]
+
+
+def test_the_second_task_backend_option_reaches_the_server() -> None:
+    # The starter has no --backend option: it exits 2 and the grader says so.
+    proc = muxlab("grade", str(STARTER), "--backend", "poll", "--only", "reset")
+    assert proc.returncode == 1
+    assert "unrecognized arguments: --backend poll" in proc.stdout
