@@ -1,7 +1,8 @@
 """Grade an echo server: the project's contract checks, run against a student's program.
 
-The program under test is started as ``python PATH --host 127.0.0.1 --port PORT`` on a
-free loopback port, a fresh process for every criterion (a server one check wedged must
+The program under test is started as ``python PATH --host 127.0.0.1 --port PORT`` (or
+``PATH --host ...`` when PATH is not a ``.py`` file: a compiled server) on a free loopback
+port, a fresh process for every criterion (a server one check wedged must
 not cost the others their points), and is killed and reaped when the criterion ends.
 Each criterion drives it with non-blocking clients under a deadline, so a server that
 hangs loses the criterion's points and never hangs the grader.
@@ -107,7 +108,10 @@ def is_listening(port: int) -> bool:
 @contextlib.contextmanager
 def running_server(path: Path, extra_args: Sequence[str] = ()) -> Iterator[Server]:
     port = free_port()
-    argv = [sys.executable, str(path), "--host", HOST, "--port", str(port), *extra_args]
+    # A Python program runs under this interpreter; anything else (a compiled C server)
+    # runs as the executable it is.
+    program = [sys.executable, str(path)] if path.suffix == ".py" else [str(path.resolve())]
+    argv = [*program, "--host", HOST, "--port", str(port), *extra_args]
     with tempfile.TemporaryDirectory(prefix="muxlab-grade-") as tmp:
         stderr_path = Path(tmp) / "stderr"
         with stderr_path.open("wb") as stderr:

@@ -20,8 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "grade",
         help="grade a student's echo server (lab/assignment/) against the rubric",
         description=(
-            "Start PATH as 'python PATH --host 127.0.0.1 --port PORT', a fresh process per "
-            "criterion, drive it with the contract checks, and print a score per criterion "
+            "Start PATH as 'python PATH --host 127.0.0.1 --port PORT' (a .py file) or "
+            "'PATH --host ... --port ...' (an executable), a fresh process per criterion, "
+            "drive it with the contract checks, and print a score per criterion "
             f"(out of {FULL_MARKS}) with a one-line reason for each lost point. Exit status 0 "
             "only at full marks."
         ),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lab.assignment.handout import ANNOTATED, MARK, SOLUTION, STARTER, student_copy
+from lab.demos.fdset_overflow import compiler
 from lab.grade import FULL_MARKS, RUBRIC, grade
 from muxlab.limits import raise_fd_limit
 
@@ -122,3 +123,17 @@ def test_the_second_task_backend_option_reaches_the_server() -> None:
     proc = muxlab("grade", str(STARTER), "--backend", "poll", "--only", "reset")
     assert proc.returncode == 1
     assert "unrecognized arguments: --backend poll" in proc.stdout
+
+
+@pytest.mark.skipif(compiler() is None, reason="no C compiler (cc or gcc) on PATH")
+def test_the_c_reference_solution_builds_cleanly_and_scores_full_marks(tmp_path: Path) -> None:
+    # What the Python solution does, with the system calls Python hides; graded as an
+    # executable (not a .py file) by the same grader.
+    binary = tmp_path / "echo_server"
+    source = SOLUTION.with_suffix(".c")
+    cc = str(compiler())
+    build = [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(source)]
+    subprocess.run(build, check=True, capture_output=True, timeout=120)
+    report = grade(binary)
+    assert report.full_marks, report.text()
+    assert report.total == FULL_MARKS
