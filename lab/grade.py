@@ -449,12 +449,18 @@ class GradeReport:
         return self.total == self.possible
 
     def text(self) -> str:
-        lines = [f"muxlab grade {self.path}", f"{'criterion':<18} {'score':>7}  reason"]
-        for s in self.scores:
-            mark = f"{s.points}/{s.criterion.weight}"
-            lines.append(f"{s.criterion.name:<18} {mark:>7}  {s.reason or 'ok'}")
+        lines = [header(self.path), *(score_line(s) for s in self.scores)]
         lines.append(f"{'total':<18} {f'{self.total}/{self.possible}':>7}")
         return "\n".join(lines)
+
+
+def header(path: Path) -> str:
+    return f"muxlab grade {path}\n{'criterion':<18} {'score':>7}  reason"
+
+
+def score_line(score: Score) -> str:
+    mark = f"{score.points}/{score.criterion.weight}"
+    return f"{score.criterion.name:<18} {mark:>7}  {score.reason or 'ok'}"
 
 
 def grade_one(path: Path, criterion: Criterion, seed: int, extra_args: Sequence[str]) -> Score:

@@ -9,7 +9,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lab.grade import FD_HEADROOM, FULL_MARKS, MANY_CONNECTIONS, RUBRIC, grade
+from lab.grade import (
+    FD_HEADROOM,
+    FULL_MARKS,
+    MANY_CONNECTIONS,
+    RUBRIC,
+    grade,
+    header,
+    score_line,
+)
 from muxlab.errors import SetupError, UsageError
 from muxlab.limits import raise_fd_limit
 
@@ -50,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         )
     criteria = [c for c in RUBRIC if not args.only or c.name in args.only]
     extra_args = ("--backend", args.backend) if args.backend else ()
-    report = grade(path, seed=args.seed, extra_args=extra_args, criteria=criteria)
-    print(report.text())
+    # One line per criterion as it finishes: a broken server takes up to a minute or two.
+    print(header(path), flush=True)
+    report = grade(path, seed=args.seed, extra_args=extra_args, criteria=criteria,
+                   progress=lambda score: print(score_line(score), flush=True))  # fmt: skip
+    print(report.text().splitlines()[-1])
     return 0 if report.full_marks else 1

@@ -3,6 +3,7 @@ grader reaps what it starts and explains every lost point."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -137,3 +138,16 @@ def test_the_c_reference_solution_builds_cleanly_and_scores_full_marks(tmp_path:
     report = grade(binary)
     assert report.full_marks, report.text()
     assert report.total == FULL_MARKS
+
+
+def test_the_reference_solution_calls_no_blocking_only_api() -> None:
+    # Students copy the reference: every socket in it is non-blocking, so no sendall and
+    # no makefile anywhere in it (the demos are checked at run time in test_demos.py).
+    tree = ast.parse(SOLUTION.read_text(encoding="utf-8"))
+    called = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
+    assert "send" in called and "recv" in called
+    assert not called & {"sendall", "makefile", "settimeout"}
