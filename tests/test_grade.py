@@ -44,11 +44,15 @@ def test_rubric_weights_add_up_to_100() -> None:
 def test_starter_scores_low_with_a_reason_for_every_lost_point() -> None:
     report = grade(STARTER)
     lost = {s.criterion.name: s.reason for s in report.scores if s.points == 0}
-    assert report.total <= 30, report.text()
-    # The seed's bugs, each caught by the criterion that names it.
+    # The criteria the seed's bugs fail whatever the machine's timing: one recv(1024) per
+    # event strands larger messages; a reset (IN|ERR|HUP) is never handled. Accepting one
+    # connection per event fails accept-burst and connections-1100 only when arrivals
+    # merge, which a fast, idle machine can avoid; never-reading it passes (rubric.md).
+    for name in ("echo-chunking", "interleaved-200", "half-close", "reset"):
+        assert name in lost, report.text()
     assert "bytes echoed" in lost["echo-chunking"]
     assert "leak" in lost["reset"]
-    assert "accept-burst" in lost
+    assert report.total <= 35, report.text()
     assert all(reason.startswith("(see muxlab demo ") for reason in lost.values())
     assert not report.full_marks
 
