@@ -36,8 +36,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.name is None:
         raise UsageError("name a demo, or use --list to see them")
+    demo = DEMOS[args.name]
+    if (reason := demo.unavailable()) is not None:
+        raise RunError(f"{args.name} cannot run here: {reason}")
     try:
-        report = run_demo(DEMOS[args.name])
+        report = run_demo(demo)
     except (OSError, RuntimeError) as exc:
         # The machine could not run the experiment at all (a limit, an old kernel).
         raise RunError(f"{args.name} could not run here: {exc}") from None

@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "load": "loadgen.cli",
     "demo": "lab.demo_cli",
     "trace": "lab.trace_cli",
+    "grade": "lab.grade_cli",
     "sweep": "benchmarks.cli",
     "plot": "benchmarks.plot_cli",
     "report": "benchmarks.report_cli",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up muxlab in a fresh clone: the Debian tools it drives (wrk, nginx, strace) when
+# Set up muxlab in a fresh clone: the Debian tools it drives (wrk, nginx, strace, and gcc
+# for the C companion demo) when
 # root or sudo is available, and a virtual environment in .venv holding muxlab, its
 # dependencies and the test tools. Safe to run again.
 set -euo pipefail
@@ -19,7 +20,7 @@ if command -v apt-get >/dev/null 2>&1; then
   else
     "${sudo[@]}" apt-get update -qq
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      --no-install-recommends wrk nginx-light strace >/dev/null
+      --no-install-recommends wrk nginx-light strace gcc libc6-dev >/dev/null
   fi
 fi
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,16 @@ import pytest
 
 from lab.demos import DEMOS, Demo, run_demo
 from muxlab.cli import main
+from tests.nonblocking_guard import blocking_calls_on_nonblocking_sockets
 
-DEMO_PARAMS = [pytest.param(demo, id=name) for name, demo in DEMOS.items()]
+DEMO_PARAMS = [
+    pytest.param(
+        demo,
+        id=name,
+        marks=pytest.mark.skipif(demo.unavailable() is not None, reason=str(demo.unavailable())),
+    )
+    for name, demo in DEMOS.items()
+]
 
 
 @pytest.mark.parametrize("demo", DEMO_PARAMS)
@@ -82,3 +91,40 @@ def test_lab_guides_cover_every_demo_and_stay_in_step() -> None:
     for pattern in (r"^#+ ([\d.]+)", r"```sh\n(.*?)```", r"^ ?(\d+)\. "):
         flags = re.M | re.S
         assert re.findall(pattern, english, flags) == re.findall(pattern, chinese, flags)
+
+
+@pytest.mark.parametrize("demo", DEMO_PARAMS)
+def test_demo_calls_no_blocking_only_api_on_a_non_blocking_socket(
+    demo: Demo[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with blocking_calls_on_nonblocking_sockets(monkeypatch) as offences:
+        run_demo(demo)
+    assert offences == []
+
+
+def test_the_guard_catches_sendall_on_a_non_blocking_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    left, right = socket.socketpair()
+    with left, right, blocking_calls_on_nonblocking_sockets(monkeypatch) as offences:
+        left.sendall(b"blocking: allowed")
+        left.setblocking(False)
+        left.sendall(b"non-blocking: an offence")
+        assert right.recv(100) == b"blocking: allowednon-blocking: an offence"
+    assert len(offences) == 1 and offences[0].startswith("sendall at ")
+
+
+def test_a_demo_that_cannot_run_here_says_why_in_one_line(tmp_path: Path) -> None:
+    # No C compiler on PATH: the C companion refuses with its reason, exit 1.
+    proc = subprocess.run(
+        [sys.executable, "-m", "muxlab", "demo", "fdset-overflow"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(tmp_path)},
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "muxlab demo: error: fdset-overflow cannot run here: no C compiler (cc or gcc) on "
+        "PATH; install gcc\n"
+    )

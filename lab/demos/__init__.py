@@ -5,14 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from lab.demos import (
+    dup_fork,
     emfile,
     et_accept_once,
+    et_blocking,
     et_partial_read,
+    et_starvation,
     exact_event_compare,
+    fdset_overflow,
     lt_vs_et,
     lt_write_spin,
     oneshot,
     select_limit,
+    short_write,
+    stale_event,
     thundering_herd,
 )
 from lab.demos.base import Case, Demo, DemoReport, Outcome, run_demo
@@ -30,6 +36,12 @@ DEMOS: dict[str, Demo[Any, Any]] = {
         thundering_herd.DEMO,
         oneshot.DEMO,
         emfile.DEMO,
+        et_blocking.DEMO,
+        et_starvation.DEMO,
+        short_write.DEMO,
+        stale_event.DEMO,
+        dup_fork.DEMO,
+        fdset_overflow.DEMO,
     )
 }
 

@@ -10,6 +10,7 @@ naive slot and check that the demo then reports "not reproduced".
 from __future__ import annotations
 
 import fcntl
+import socket
 import struct
 import termios
 import textwrap
@@ -43,6 +44,8 @@ class Demo(Generic[H, C]):
     measure: Callable[[H], C]
     """Run one case and return its counts (a frozen dataclass)."""
     shows_bug: Callable[[C], bool]
+    unavailable: Callable[[], str | None] = lambda: None
+    """Why this machine cannot run the demo (a missing compiler), or None when it can."""
 
 
 @dataclass(frozen=True)
@@ -110,3 +113,22 @@ def unread_bytes(fd: int) -> int:
     raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
     count: int = struct.unpack("i", raw)[0]
     return count
+
+
+def send_until_eagain(sock: socket.socket, outbox: bytearray) -> int:
+    """Send from ``outbox`` on a non-blocking socket until it is empty or the kernel's send
+    buffer is full (EAGAIN); remove what was sent and return its length.
+
+    A non-blocking ``send`` may take only part of the buffer (``send(2)``: "the call may
+    return ... the number of bytes sent"); ``sendall`` on a non-blocking socket raises
+    ``BlockingIOError`` after sending an unknown part, so handlers never use it.
+    """
+    sent = 0
+    while outbox:
+        try:
+            n = sock.send(outbox)
+        except BlockingIOError:
+            break
+        del outbox[:n]
+        sent += n
+    return sent

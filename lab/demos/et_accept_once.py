@@ -1,9 +1,10 @@
 """``et-accept-once``: one ``accept()`` per event on an edge-triggered listening socket.
 
-A burst of connections completes its handshakes before the server waits. The listener
-goes from "no connection queued" to "some queued" once, so ET reports it once; a handler
-that accepts one connection per event leaves the others in the backlog until yet another
-connection arrives and makes a new edge.
+A burst of connections completes its handshakes before the server waits. Each arrival
+puts the listener on the epoll ready list, but arrivals before the next wait merge into
+one entry, so the wait reports it once; a handler that accepts one connection per event
+leaves the others in the backlog. The next arrival reports the listener again, whether or
+not the backlog was empty, and the handler accepts one more.
 """
 
 from __future__ import annotations
@@ -109,10 +110,11 @@ DEMO = Demo(
     ),
     why=(
         "a listening socket is readable while its accept queue is non-empty. Edge-triggered "
-        "epoll reports it when it becomes readable, not once per queued connection, so "
-        "one accept() per event serves one client per new arrival and the rest wait in the "
-        "backlog. Accept until EAGAIN with ET; LT reports the listener again while the "
-        "queue is non-empty."
+        "epoll puts it on the ready list on each new arrival, and arrivals before the next "
+        "wait merge into one event, so one accept() per event serves one client per wake-up "
+        "and the rest wait in the backlog (a later arrival wakes it again even though the "
+        "queue was never empty). Accept until EAGAIN with ET; LT reports the listener again "
+        "while the queue is non-empty."
     ),
     man=(
         'epoll(7), "Level-triggered and edge-triggered" (wait only after EAGAIN); accept(2), EAGAIN'

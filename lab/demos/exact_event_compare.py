@@ -1,9 +1,21 @@
 """``exact-event-compare``: a handler that tests ``events == EPOLLIN``.
 
-``events`` is a bit mask. A peer that sends its last request and closes makes the socket
-readable *and* hung up at once: ``EPOLLIN|EPOLLRDHUP`` after a half-close,
-``EPOLLIN|EPOLLHUP|EPOLLRDHUP`` after a full close. An equality test misses both, never
-reads the end of file, never closes, and the descriptor leaks.
+``events`` is a bit mask, and which bits a closing peer sets depends on the transport, on
+how the peer ended and on what was registered. Measured on Linux 6.18 with the peer's
+request still unread (``muxlab demo exact-event-compare`` prints them for this kernel):
+
+======================  ==================  ==================
+peer                    ``EPOLLIN|EPOLLET``  ``... |EPOLLRDHUP``
+======================  ==================  ==================
+TCP, ``close()``        ``IN``              ``IN|RDHUP``
+TCP, reset (linger 0)   ``IN|ERR|HUP``      ``IN|ERR|HUP|RDHUP``
+socket pair, close      ``IN|HUP``          ``IN|HUP|RDHUP``
+======================  ==================  ==================
+
+So the classic tutorial's registration (``EPOLLIN|EPOLLET``) with ``events == EPOLLIN``
+does see a normal TCP close (plain ``IN``; reading returns end of file), and misses a
+reset, a closed socket pair, and every close once ``EPOLLRDHUP`` is registered. A missed
+end is never read, the socket never closed, and the descriptor leaks.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,9 +35,33 @@ MAX_WAITS = 16
 READ_BYTES = 4096
 # The reasons a socket is worth reading: data, end of file, reset (epoll_ctl(2)).
 READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+# SO_LINGER on with a zero timeout: close() sends RST instead of FIN (socket(7), tcp(7)).
+LINGER_RESET = struct.pack("ii", 1, 0)
 
 Handler = Callable[[socket.socket, int], bool]
 """Handle one reported event; return True when the peer is gone and the socket can close."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One client: its transport, how it ends after sending, what the server registered."""
+
+    transport: str  # "tcp" or "pair" (AF_UNIX socketpair)
+    ending: str  # "stay", "close" or "reset"
+    rdhup: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.transport} {self.ending}{' +RDHUP' if self.rdhup else ''}"
+
+
+PEERS = (
+    Peer("tcp", "stay", False),
+    Peer("tcp", "close", False),
+    Peer("tcp", "reset", False),
+    Peer("pair", "close", False),
+    Peer("tcp", "close", True),
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +70,9 @@ class Counts:
     peers_gone: int
     closed_by_server: int
     events_seen: str
+    """Per peer, ``label: mask`` of the first event the server saw."""
+    missed: str
+    """The peers that were gone but whose socket the server kept open."""
 
 
 def read_until_eof_or_eagain(sock: socket.socket) -> bool:
@@ -60,36 +100,52 @@ def handle_if_bit_set(sock: socket.socket, events: int) -> bool:
     return False
 
 
+def connected_pair(transport: str, stack: contextlib.ExitStack) -> tuple[socket.socket, ...]:
+    if transport == "pair":
+        pair = socket.socketpair()
+    else:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            client = socket.create_connection(listener.getsockname(), timeout=5)
+            pair = (client, listener.accept()[0])
+    return tuple(stack.enter_context(s) for s in pair)
+
+
+def end(client: socket.socket, ending: str) -> None:
+    if ending == "reset":
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+    if ending != "stay":
+        client.close()
+
+
 def measure(handle: Handler) -> Counts:
     with contextlib.ExitStack() as stack:
         ep = stack.enter_context(select.epoll())
-        servers: dict[int, socket.socket] = {}
-        # Three clients send a request; one stays, one half-closes, one closes.
-        for ending in ("stay", "shutdown", "close"):
-            client, server = socket.socketpair()
-            stack.enter_context(client)
-            stack.enter_context(server)
-            client.sendall(b"request")
-            if ending == "shutdown":
-                client.shutdown(socket.SHUT_WR)
-            elif ending == "close":
-                client.close()
+        servers: dict[int, tuple[Peer, socket.socket]] = {}
+        for peer in PEERS:
+            client, server = connected_pair(peer.transport, stack)
+            client.sendall(b"request")  # the client is blocking: sendall is its API
+            end(client, peer.ending)
             server.setblocking(False)
-            ep.register(server.fileno(), select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
-            servers[server.fileno()] = server
-        seen: list[str] = []
+            flags = select.EPOLLIN | select.EPOLLET | (select.EPOLLRDHUP if peer.rdhup else 0)
+            ep.register(server.fileno(), flags)
+            servers[server.fileno()] = (peer, server)
+        first: dict[str, str] = {}
         closed = 0
         for _ in range(MAX_WAITS):
             events = ep.poll(QUIET_S)
             if not events:
                 break
             for fd, mask in events:
-                seen.append(event_names(mask))
-                if handle(servers[fd], mask):
+                peer, server = servers[fd]
+                first.setdefault(peer.label, event_names(mask))
+                if handle(server, mask):
                     ep.unregister(fd)
-                    servers.pop(fd).close()
+                    servers.pop(fd)[1].close()
                     closed += 1
-        return Counts(3, 2, closed, ", ".join(sorted(seen)))
+        gone = [p for p in PEERS if p.ending != "stay"]
+        missed = [peer.label for peer, _ in servers.values() if peer.ending != "stay"]
+        seen = "; ".join(f"{p.label}: {first.get(p.label, '-')}" for p in PEERS)
+        return Counts(len(PEERS), len(gone), closed, seen, "; ".join(missed) or "none")
 
 
 def shows_bug(counts: Counts) -> bool:
@@ -99,24 +155,25 @@ def shows_bug(counts: Counts) -> bool:
 
 DEMO = Demo(
     name="exact-event-compare",
-    summary="events == EPOLLIN misses IN|RDHUP and IN|HUP and leaks the connection",
+    summary="events == EPOLLIN misses a TCP reset, a closed socket pair and IN|RDHUP",
     did=(
-        "three socket pairs; each client sends a request, then one stays open, one shuts "
-        "down its sending side, one closes; the server ends are registered with "
-        "EPOLLIN|EPOLLRDHUP|EPOLLET and handled once per reported event until a wait "
-        f"reports nothing for {QUIET_S * 1000:.0f} ms; sockets whose peer is gone should "
-        "be closed"
+        "five clients each send a request; one TCP client stays, one closes normally, one "
+        "resets (SO_LINGER 0), one socket-pair client closes (all four registered as the "
+        "classic tutorial does, EPOLLIN|EPOLLET), and one TCP client closes with the server "
+        "end registered EPOLLIN|EPOLLRDHUP|EPOLLET; the server handles each reported event "
+        f"until a wait reports nothing for {QUIET_S * 1000:.0f} ms; sockets whose peer is "
+        "gone should be closed"
     ),
     why=(
-        "the events word is a bit mask and the kernel sets every bit that applies: a peer "
-        "that sent data and shut down its side gives EPOLLIN together with EPOLLRDHUP, and "
-        "EPOLLHUP too once both directions are shut (a socket pair whose peer closed, a TCP "
-        "reset); EPOLLHUP and EPOLLERR are reported even when not requested. "
-        "'events == EPOLLIN' is false for those, so the request and the end of file are "
-        "never read and the socket is never closed. Test bits: 'events & (EPOLLIN | "
+        "the events word is a bit mask and the kernel sets every bit that applies. A normal "
+        "TCP close is plain EPOLLIN unless EPOLLRDHUP was registered (then IN|RDHUP): the "
+        "end of file is data to read. A reset adds EPOLLERR|EPOLLHUP, and a socket pair "
+        "whose peer closed adds EPOLLHUP, both reported even when not requested. "
+        "'events == EPOLLIN' is false for all but the plain close, so those requests and "
+        "ends are never read and the sockets never closed. Test bits: 'events & (EPOLLIN | "
         "EPOLLRDHUP | EPOLLHUP | EPOLLERR)'."
     ),
-    man="epoll_ctl(2), EPOLLRDHUP, EPOLLHUP and EPOLLERR; poll(2), POLLHUP",
+    man="epoll_ctl(2), EPOLLRDHUP, EPOLLHUP and EPOLLERR; poll(2), POLLHUP; socket(7), SO_LINGER",
     naive=Case("events == EPOLLIN", handle_if_equal),
     fixed=(Case("events & (IN|RDHUP|HUP|ERR)", handle_if_bit_set),),
     measure=measure,

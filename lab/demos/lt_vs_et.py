@@ -2,7 +2,9 @@
 
 2 KiB are written, the handler reads 1 KiB per event. Level-triggered epoll reports the
 descriptor again because data is still there; edge-triggered epoll does not, because no
-new data arrived, so 1 KiB sits unread until the peer writes again.
+new data arrived, so 1 KiB sits unread until the peer writes again. That next write is
+reported although the buffer was never empty: ET reports arrivals, not the change from
+empty to not empty.
 """
 
 from __future__ import annotations
@@ -88,10 +90,12 @@ DEMO = Demo(
         "more byte is written and one more wait is made"
     ),
     why=(
-        "level-triggered epoll re-checks a reported descriptor and reports it again while "
-        "it is still readable; edge-triggered epoll queues it only when new data arrives, "
-        "so the second KiB is never reported until the peer writes again. With ET, read "
-        "until EAGAIN."
+        "level-triggered epoll puts a reported descriptor back on the ready list and reports "
+        "it again while it is still readable; edge-triggered epoll takes it off, and only a "
+        "new arrival puts it back (arrivals before the next wait merge into one event), "
+        "whether or not unread data was waiting. So the second KiB is not reported until "
+        "the peer writes again, and then the descriptor is reported with 1 KiB still "
+        "queued. With ET, read until EAGAIN."
     ),
     man='epoll(7), "Level-triggered and edge-triggered" (the 2 kB pipe example)',
     naive=Case("ET, one 1 KiB recv per event", Setup(True, read_once)),

@@ -1,0 +1,1 @@
+"""The graded coding task: the student handout (``echo_server.py``, README.md)."""
