@@ -432,11 +432,18 @@ class UringServer:
             self._arm_recv(conn)
 
     def _resume_after_total_output(self) -> None:
+        # Resuming feeds held bytes, which can pass the bound again and pause connections
+        # (this set included): iterate over a copy, and skip any paused meanwhile.
         low_water = self.config.low_water_bytes
-        for conn in self._output_paused:
-            if not conn.closed and conn.paused and conn.out_bytes <= low_water:
-                self._resume(conn)
+        paused = list(self._output_paused)
         self._output_paused.clear()
+        for conn in paused:
+            if conn.closed or not conn.paused or conn in self._output_paused:
+                continue
+            if self._total_out > self._output_resume_bytes or conn.out_bytes > low_water:
+                self._output_paused.add(conn)  # still over: stays paused for the total
+                continue
+            self._resume(conn)
 
     # -- sending -------------------------------------------------------------------------
 
