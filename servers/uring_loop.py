@@ -109,6 +109,12 @@ _WAKE = 4
 # to retry (serial numbers never get near it).
 _CANCELLATION = 1 << 63
 _BUFFER_GROUP = 1
+# Module constants for the per-CQE path (a global is one look-up, abi.X two).
+_F_BUFFER = abi.IORING_CQE_F_BUFFER
+_F_MORE = abi.IORING_CQE_F_MORE
+_BUFFER_SHIFT = abi.IORING_CQE_BUFFER_SHIFT
+_OP_SEND = abi.IORING_OP_SEND
+_MSG_NOSIGNAL = socket.MSG_NOSIGNAL
 # Provided buffers of --read-bytes each; only the pages a receive writes are backed by
 # memory, so 256 of 64 KiB cost 16 MiB of address space, not of memory.
 BUFFER_COUNT = 256
@@ -296,9 +302,9 @@ class UringServer:
 
     def _on_stale(self, user_data: int, op: int, res: int, flags: int) -> None:
         """A CQE for a connection that has closed: release what the kernel held."""
-        if flags & abi.IORING_CQE_F_BUFFER and self._buffers is not None:
-            self._buffers.give_back(flags >> abi.IORING_CQE_BUFFER_SHIFT)
-        if op in (_RECV, _SEND) and not flags & abi.IORING_CQE_F_MORE:
+        if flags & _F_BUFFER and self._buffers is not None:
+            self._buffers.give_back(flags >> _BUFFER_SHIFT)
+        if op in (_RECV, _SEND) and not flags & _F_MORE:
             self._orphans.pop(user_data, None)
 
     def _on_connection_error(self, conn: Conn, exc: Exception) -> None:
@@ -329,13 +335,13 @@ class UringServer:
         # The request path: data, protocol, reply. One function for the same reason as
         # servers/loop.py's _on_readable.
         counters = self.counters
-        if not flags & abi.IORING_CQE_F_MORE:
+        if not flags & _F_MORE:
             conn.recv_armed = False
         if res > 0:
             counters.reads += 1
             counters.bytes_in += res
-            if flags & abi.IORING_CQE_F_BUFFER:
-                data = self._buffers.take(flags >> abi.IORING_CQE_BUFFER_SHIFT, res)  # type: ignore[union-attr]
+            if flags & _F_BUFFER:
+                data = self._buffers.take(flags >> _BUFFER_SHIFT, res)  # type: ignore[union-attr]
             else:
                 data = bytes(memoryview(conn.buf)[:res])  # type: ignore[arg-type]
             if conn.paused or conn.held:
@@ -350,8 +356,8 @@ class UringServer:
             self._on_eof(conn)
             return
         else:
-            if flags & abi.IORING_CQE_F_BUFFER and self._buffers is not None:
-                self._buffers.give_back(flags >> abi.IORING_CQE_BUFFER_SHIFT)
+            if flags & _F_BUFFER and self._buffers is not None:
+                self._buffers.give_back(flags >> _BUFFER_SHIFT)
             err = -res
             if err == errno.ECANCELED and (conn.paused or conn.eof):
                 return  # ours: backpressure or EOF stopped it
@@ -463,9 +469,15 @@ class UringServer:
     def _submit_send(self, conn: Conn, data: bytes, offset: int) -> None:
         conn.sending = data
         conn.send_off = offset
-        self._ring.prep(abi.IORING_OP_SEND, conn.fd, conn.id << _OP_BITS | _SEND,
-                        addr=bytes_address(data) + offset, length=len(data) - offset,
-                        op_flags=socket.MSG_NOSIGNAL)  # fmt: skip
+        # Positional arguments: this runs once per reply, and keywords cost a dict.
+        self._ring.prep(
+            _OP_SEND,
+            conn.fd,
+            conn.id << _OP_BITS | _SEND,
+            bytes_address(data) + offset,
+            len(data) - offset,
+            _MSG_NOSIGNAL,
+        )
 
     def _on_sent(self, conn: Conn, res: int) -> None:
         data = conn.sending
@@ -593,7 +605,7 @@ class UringServer:
                 pass
         except BlockingIOError:
             pass
-        if not flags & abi.IORING_CQE_F_MORE:
+        if not flags & _F_MORE:
             self._arm_wake()
 
     def _close(self, conn: Conn, error: str | None = None) -> None:
