@@ -122,7 +122,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--et-read-budget",
         type=int,
         default=0,
-        help="epoll-et: bytes read from one connection per event before it waits for the "
+        help="edge-triggered backends (epoll-et, io_uring-poll): bytes read from one "
+        "connection per event before it waits for the "
         "next loop turn, so one flooding client cannot starve the others; 0 (the default) "
         "reads until EAGAIN",
     )

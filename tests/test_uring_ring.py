@@ -195,3 +195,13 @@ def test_an_old_kernel_gets_no_new_features(monkeypatch: pytest.MonkeyPatch) -> 
         )
     finally:
         instance.close()
+
+
+def test_a_missing_io_uring_skips_here_but_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="io_uring: disabled here"):
+        require_available("io_uring", "disabled here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="must run in CI"):
+        require_available("io_uring", "disabled here")
+    require_available("io_uring", None)  # available: neither
