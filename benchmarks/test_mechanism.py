@@ -24,7 +24,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from servers.backends import BACKEND_NAMES, BACKENDS, FD_SETSIZE, READ, Backend, create_backend
+from servers.backends import (
+    BACKENDS,
+    FD_SETSIZE,
+    READ,
+    READINESS_BACKEND_NAMES,
+    Backend,
+    create_backend,
+)
 
 N_FDS = (10, 100, 500, 1000, 5000, 10000)
 K_READY = (1, 10)
@@ -108,7 +115,7 @@ def ring_factory() -> Iterator[Callable[[str, int, int], ReadyRing]]:
 
 @pytest.mark.parametrize("k_ready", K_READY, ids=lambda k: f"K{k}")
 @pytest.mark.parametrize("n_fds", N_FDS, ids=lambda n: f"N{n}")
-@pytest.mark.parametrize("backend_name", BACKEND_NAMES)
+@pytest.mark.parametrize("backend_name", READINESS_BACKEND_NAMES)
 def test_wait_and_dispatch_pass(
     benchmark: pytest.FixtureRequest,
     ring_factory: Callable[[str, int, int], ReadyRing],

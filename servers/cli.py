@@ -13,10 +13,16 @@ from typing import Any
 from muxlab.cli import HelpFormatter
 from muxlab.errors import RunError, SetupError, UsageError
 from muxlab.limits import raise_fd_limit
-from servers.backends import BACKEND_NAMES, BackendUnavailableError
+from servers.backends import (
+    BACKEND_NAMES,
+    BackendUnavailableError,
+    brings_own_loop,
+    require_available,
+)
 from servers.counters import format_counters_line, format_counters_table
 from servers.loop import FD_RESERVE, Server, ServerConfig, ServerFailedError, ServerSetupError
 from servers.protocols import PROTOCOL_NAMES
+from servers.uring_loop import UringServer
 
 READY_LINE = "muxlab: listening on {host}:{port} backend={backend} protocol={protocol}"
 
@@ -35,7 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     defaults = ServerConfig()
     parser.add_argument(
-        "--backend", choices=BACKEND_NAMES, default=defaults.backend, help="readiness mechanism"
+        "--backend",
+        choices=BACKEND_NAMES,
+        default=defaults.backend,
+        help="readiness mechanism, or io_uring (completion loop)",
     )
     parser.add_argument(
         "--protocol",
@@ -113,7 +122,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--et-read-budget",
         type=int,
         default=0,
-        help="epoll-et: bytes read from one connection per event before it waits for the "
+        help="edge-triggered backends (epoll-et, io_uring-poll): bytes read from one "
+        "connection per event before it waits for the "
         "next loop turn, so one flooding client cannot starve the others; 0 (the default) "
         "reads until EAGAIN",
     )
@@ -170,13 +180,21 @@ def print_counters(snapshot: dict[str, Any]) -> None:
     print(format_counters_line(snapshot), flush=True)
 
 
+def create_server(config: ServerConfig) -> Server | UringServer:
+    """The shared readiness loop, or the loop a completion mechanism brings."""
+    if brings_own_loop(config.backend):
+        require_available(config.backend)
+        return UringServer(config, on_snapshot=print_counters)
+    return Server(config, on_snapshot=print_counters)
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     pin_to_cpu(args.cpu)
     raise_fd_limit()
     logging.basicConfig(format="muxlab serve: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
-        server = Server(config, on_snapshot=print_counters)
+        server = create_server(config)
     except (ServerSetupError, BackendUnavailableError) as exc:
         raise SetupError(str(exc)) from None
 

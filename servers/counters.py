@@ -41,6 +41,10 @@ class Counters:
     peak_total_output_bytes: int = 0
     # ET reads stopped by --et-read-budget, to be resumed on the next loop turn.
     read_budget_stops: int = 0
+    # io_uring: io_uring_enter(2) calls, and the SQEs and CQEs they moved (0 elsewhere).
+    uring_enters: int = 0
+    uring_sqes: int = 0
+    uring_cqes: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
     def snapshot(self) -> dict[str, Any]:

@@ -262,6 +262,7 @@ class Server:
         self.listener = listener or open_listener(config.host, config.port, config.backlog)
         self.listener.setblocking(False)
         self.counters = Counters()
+        self.backend.count_into(self.counters)
         self._new_session = session_factory or PROTOCOLS[config.protocol]
         self._drain = self.backend.edge_triggered
         self._read_bytes = config.read_bytes

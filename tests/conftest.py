@@ -9,20 +9,35 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from servers.backends import BACKEND_NAMES, BACKENDS
+from servers.backends import BACKEND_NAMES, BACKENDS, READINESS_BACKEND_NAMES
 from servers.process import ServerProcess
 
 
-def _backend_param(name: str) -> object:
-    reason = BACKENDS[name].unavailable_reason()  # type: ignore[index]
-    marks = [pytest.mark.skip(reason=reason)] if reason else []
-    return pytest.param(name, marks=marks, id=name)
+def require_available(name: str, reason: str | None) -> None:
+    """Skip a test of something this machine cannot run, with the reason; in CI
+    (``CI=true``), where everything must run, fail instead."""
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{name} must run in CI but is not available: {reason}")
+    pytest.skip(f"{name}: {reason}")
 
 
-@pytest.fixture(params=[_backend_param(name) for name in BACKEND_NAMES])
-def backend(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
+def require_backend(name: str) -> str:
+    require_available(name, BACKENDS[name].unavailable_reason())  # type: ignore[index]
     return name
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every implementation ``muxlab serve --backend`` takes, readiness or completion."""
+    return require_backend(request.param)
+
+
+@pytest.fixture(params=READINESS_BACKEND_NAMES)
+def readiness_backend(request: pytest.FixtureRequest) -> str:
+    """The backends behind the readiness interface (register, modify, unregister, wait)."""
+    return require_backend(request.param)
 
 
 ServerFactory = Callable[..., ServerProcess]

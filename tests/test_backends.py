@@ -11,11 +11,20 @@ from servers.backends import (
     BACKENDS,
     FD_SETSIZE,
     READ,
+    READINESS_BACKENDS,
     WRITE,
     Backend,
+    BackendUnavailableError,
     DescriptorCeilingError,
+    brings_own_loop,
     create_backend,
 )
+
+
+@pytest.fixture
+def backend(readiness_backend: str) -> str:
+    """This module tests the readiness interface, which the completion loop lacks."""
+    return readiness_backend
 
 
 @pytest.fixture
@@ -41,7 +50,11 @@ def ready(mux: Backend, timeout_s: float = 0.0) -> dict[int, int]:
 
 def test_registry_names_match_classes() -> None:
     assert {name: cls.name for name, cls in BACKENDS.items()} == {n: n for n in BACKENDS}
-    assert [n for n, cls in BACKENDS.items() if cls.edge_triggered] == ["epoll-et"]
+    # Multishot POLL_ADD reports a change once, like EPOLLET (servers/backends/uring_backend.py).
+    edge = [n for n, cls in BACKENDS.items() if cls.edge_triggered]
+    assert edge == ["epoll-et", "io_uring-poll"]
+    assert [n for n in BACKENDS if brings_own_loop(n)] == ["io_uring"]
+    assert set(READINESS_BACKENDS) == set(BACKENDS) - {"io_uring"}
     assert BACKENDS["select"].fd_ceiling == FD_SETSIZE
     assert all(cls.fd_ceiling is None for n, cls in BACKENDS.items() if n != "select")
 
@@ -93,3 +106,8 @@ def test_select_refuses_descriptors_past_its_ceiling() -> None:
     with pytest.raises(DescriptorCeilingError, match="1024"):
         mux.register(FD_SETSIZE, READ)
     mux.register(FD_SETSIZE - 1, 0)  # the last legal descriptor number is accepted
+
+
+def test_the_completion_loop_is_not_a_readiness_backend() -> None:
+    with pytest.raises(BackendUnavailableError, match="completion loop"):
+        create_backend("io_uring")

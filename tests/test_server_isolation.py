@@ -13,10 +13,16 @@ from typing import Any
 
 import pytest
 
-from servers.backends import BACKENDS, Backend, BackendName, Event
+from servers.backends import READINESS_BACKENDS, Backend, Event, ReadinessBackendName
 from servers.loop import Server, ServerConfig, ServerFailedError
 from servers.protocols import MAX_HEADERS, Session
 from tests.clients import recv_until_eof
+
+
+@pytest.fixture
+def backend(readiness_backend: str) -> str:
+    """This module tests the readiness interface, which the completion loop lacks."""
+    return readiness_backend
 
 
 class ExplodingSession:
@@ -99,7 +105,7 @@ def echo_once(address: tuple[str, int], payload: bytes) -> bytes:
 
 
 def test_an_exception_in_the_protocol_closes_only_that_connection(
-    backend: BackendName, run_server: Any, caplog: pytest.LogCaptureFixture
+    backend: ReadinessBackendName, run_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = Server(ServerConfig(backend=backend), session_factory=exploding_session)
     handle = run_server(server)
@@ -126,10 +132,10 @@ def test_an_exception_in_the_protocol_closes_only_that_connection(
     bystander.close()
 
 
-def failing_backend(name: BackendName, fail_register_errno: int = 0,
+def failing_backend(name: ReadinessBackendName, fail_register_errno: int = 0,
                     fail_wait_errno: int = 0) -> Backend:  # fmt: skip
     """The named backend, with the next non-listener register or every wait failing."""
-    base: type[Backend] = BACKENDS[name]
+    base: type[Backend] = READINESS_BACKENDS[name]
 
     class Failing(base):  # type: ignore[valid-type,misc]
         registrations = 0
@@ -151,7 +157,7 @@ def failing_backend(name: BackendName, fail_register_errno: int = 0,
 
 
 def test_a_failed_register_on_accept_closes_that_socket_and_goes_on(
-    backend: BackendName, run_server: Any
+    backend: ReadinessBackendName, run_server: Any
 ) -> None:
     config = ServerConfig(backend=backend)
     server = Server(config, backend=failing_backend(backend, fail_register_errno=errno.ENOSPC))
@@ -166,7 +172,7 @@ def test_a_failed_register_on_accept_closes_that_socket_and_goes_on(
     assert handle.failure is None
 
 
-def test_a_failed_wait_stops_the_server_with_one_reason(backend: BackendName) -> None:
+def test_a_failed_wait_stops_the_server_with_one_reason(backend: ReadinessBackendName) -> None:
     config = ServerConfig(backend=backend)
     server = Server(config, backend=failing_backend(backend, fail_wait_errno=errno.ENOMEM))
     handle = InProcessServer(server)
@@ -176,7 +182,7 @@ def test_a_failed_wait_stops_the_server_with_one_reason(backend: BackendName) ->
 
 
 def test_a_broken_listener_stops_the_server_and_closes_every_connection(
-    backend: BackendName,
+    backend: ReadinessBackendName,
 ) -> None:
     server = Server(ServerConfig(backend=backend))
     handle = InProcessServer(server)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import select
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 READ: int = select.POLLIN
 WRITE: int = select.POLLOUT
@@ -29,6 +29,15 @@ FD_SETSIZE: int = 1024
 
 Event = tuple[int, int]
 """``(fd, events)`` as returned by :meth:`Backend.wait`."""
+
+
+class SyscallCounts(Protocol):
+    """Where a mechanism that batches work into ``io_uring_enter(2)`` counts its calls
+    (:class:`servers.counters.Counters` is one)."""
+
+    uring_enters: int
+    uring_sqes: int
+    uring_cqes: int
 
 
 class DescriptorCeilingError(ValueError):
@@ -72,3 +81,23 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 (select and poll hold no kernel object)
         """Release the kernel object, if the mechanism has one."""
+
+    def count_into(self, counts: SyscallCounts) -> None:  # noqa: B027 (most count nothing)
+        """Count system calls the loop cannot see into ``counts``: a backend whose
+        ``register``, ``modify`` and ``wait`` share one ``io_uring_enter`` does."""
+
+
+class CompletionMechanism:
+    """A mechanism that is not readiness: the kernel does the reads and writes and
+    reports completions (io_uring's proactor model). It has no register/wait for the
+    shared loop to drive, so it brings its own loop; the registry lists it with the
+    backends because ``muxlab serve``, the harness and the tests select it the same way.
+    """
+
+    name: ClassVar[str]
+    edge_triggered: ClassVar[bool] = False
+    fd_ceiling: ClassVar[int | None] = None
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return None
