@@ -48,11 +48,6 @@ RESULTS_NAME = "results.json"
 CSV_NAME = "results.csv"
 REPEATS_CSV_NAME = "repeats.csv"
 STATUSES = ("pending", "done", "skipped", "failed")
-# A client process this busy may have been the bottleneck (issue 4, issue 8 item 6). The
-# load result contract (schema 2) defines it in loadgen/result.py and reports
-# ``client_bound`` itself; this copy only serves schema 1 results, and is to be replaced
-# by an import from loadgen.result once that module defines it.
-CLIENT_BOUND_UTIL = 0.9
 
 # name -> (label with unit, what it is); the derived numbers charts and tables read.
 METRICS: dict[str, tuple[str, str]] = {

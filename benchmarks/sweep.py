@@ -42,7 +42,6 @@ from tqdm import tqdm
 
 from benchmarks.experiments import ExperimentSpec, PointSpec, SweepPlan
 from benchmarks.results import (
-    CLIENT_BOUND_UTIL,
     ResultsFile,
     RunResult,
     UnmeasuredRun,
@@ -51,6 +50,7 @@ from benchmarks.results import (
     slot_settled,
 )
 from benchmarks.validity import RepeatEvidence, repeat_problems, rules_for
+from loadgen.result import CLIENT_BOUND_UTIL
 from servers.backends import BACKENDS
 from servers.peers import PEER_NAMES, NginxServer, peer_unavailable_reason
 from servers.process import ServerProcess, ServerProcessError, terminate
