@@ -198,6 +198,8 @@ def fd_budget() -> int:
 
 BACKENDS = tuple(BACKEND_NAMES)
 EPOLL = ("epoll-lt", "epoll-et")
+# The completion loop against the same peers: "is io_uring faster?" (issue 11).
+URING = ("io_uring",)
 PY_PEERS = ("asyncio-protocol", "asyncio-streams", "uvloop-protocol", "uvloop-streams")
 HTTP_PEERS = ("epoll-lt", "epoll-et", "nginx", "asyncio-protocol", "uvloop-protocol")
 
@@ -220,7 +222,7 @@ def _preset_experiments(
         ExperimentSpec(
             "peers",
             "peers",
-            EPOLL + PY_PEERS,
+            EPOLL + URING + PY_PEERS,
             connections=peer_connections,
             repeats=headline_repeats,
         ),
@@ -265,19 +267,19 @@ def open_loop_experiments(name: str) -> tuple[ExperimentSpec, ...]:
             ),
             ExperimentSpec("latency", "latency", impls, connections=(1, 100), open_loop=spec),
         )
-    # default and full. Estimate for default on 2 cores, ~6 min: 10 searches (select only
-    # at 0 cold: 20 + 1,000 + 16 descriptors pass FD_SETSIZE) of 6-10 steps, ~80 steps of
-    # ~2.6 s (0.3 s warm-up, 0.8 s window, ~1.5 s of process start and reaping), plus 2 s
-    # of connecting per step at 10,000 cold: ~4.5 min; then the two latency experiments,
-    # 25 runs with 1.5 s windows (1,500 samples at 1,000 req/s, 15 beyond the p99): ~1.5
-    # min. Measured once with 0.8 s latency windows on a loaded 2-CPU VM (load average
-    # 8): 6.0 min. full uses 2 s (capacity) and 4 s (latency) windows and 3 repeats.
+    # default and full. Estimate for default on 2 cores, ~6 min: 16 searches (six backends
+    # at three cold counts; select only at 0 cold: 20 + 1,000 + 16 descriptors pass
+    # FD_SETSIZE) of 5-8 steps of ~2.6 s (0.3 s warm-up, 0.8 s window, ~1.5 s of process
+    # start and reaping), plus 2 s of connecting per step at 10,000 cold: ~4.5 min; then
+    # the two latency experiments, 30 runs with 1.5 s windows (1,500 samples at 1,000
+    # req/s, 15 beyond the p99): ~1.5 min. full uses 2 s (capacity) and 4 s (latency)
+    # windows, more points and 3 repeats.
     long = name == "full"
     spec = OpenLoopSpec(
         start_rps=8000.0,
         factor=2.0,
-        precision=0.1,
-        max_steps=10,
+        precision=0.15,
+        max_steps=8,
         overload_steps=1,
         window_s=2.0 if long else 0.8,
         warmup_s=0.5 if long else 0.3,
@@ -294,14 +296,18 @@ def open_loop_experiments(name: str) -> tuple[ExperimentSpec, ...]:
             open_loop=spec,
         ),
         ExperimentSpec(
-            "latency", "latency", BACKENDS, connections=(1, 100, 1000, 10000), open_loop=fixed_rate
+            "latency",
+            "latency",
+            BACKENDS,
+            connections=(1, 100, 1000, 10000) if long else (1, 100, 10000),
+            open_loop=fixed_rate,
         ),
         ExperimentSpec(
             "latency-idle",
             "latency",
             BACKENDS,
             connections=(LATENCY_ACTIVE_CONNECTIONS,),
-            idle=(0, 1000, 10000),
+            idle=(0, 1000, 10000) if long else (0, 10000),
             open_loop=fixed_rate,
         ),
     )
@@ -325,7 +331,7 @@ def grid_preset(name: str) -> SweepPlan:
         return SweepPlan(
             _preset_experiments(
                 active=(1, 100),
-                idle=(0, 300, 2000),
+                idle=(0, 2000),
                 ltet_sizes=(64, 65536),
                 ltet_connections=(10,),
                 peer_connections=(100,),
@@ -337,22 +343,22 @@ def grid_preset(name: str) -> SweepPlan:
             preset=name,
         )
     if name == "default":
-        # <= ~15 min on 2 cores: 56 points, 270 runs of 0.5 s warm-up + 1 s window, about
-        # 14.8 min by the estimate (the capacity and latency experiments add their own
-        # budget on top). Measured here (docs/sweep.md, "Window and repeats"): a longer
-        # window did not narrow the typical spread, outliers from other jobs dominate it,
-        # so the budget buys repeats: 7 for the headline points (from 7 the median's 95%
-        # interval drops the extreme repeat on each side; from 5 it cannot), 3 elsewhere.
-        # ltet runs at 100 connections only: its 10-connection lines cost 0.9 min.
+        # The grid's share of a ~20 min budget on 2 cores (the capacity and latency
+        # experiments add theirs): 1 s windows after a 0.5 s warm-up. Measured here
+        # (docs/sweep.md, "Window and repeats"): a longer window did not narrow the typical
+        # spread, outliers from other jobs dominate it, so the budget buys repeats: 5 for
+        # the headline points (idle: ratio (a); peers: ratios (b) and (c)), 3 elsewhere,
+        # interleaved. With six backends the grid is cut to the points the claims need:
+        # active 1..10,000 without 10, idle 0, 500 (select still fits) and 10,000.
         return SweepPlan(
             _preset_experiments(
-                active=(1, 10, 100, 1000, 10000),
-                idle=(0, 100, 500, 10000),
+                active=(1, 100, 1000, 10000),
+                idle=(0, 500, 10000),
                 ltet_sizes=(64, 1024, 16384, 1 << 20),
                 ltet_connections=(100,),
                 peer_connections=RATIO_CONNECTIONS,
                 http_peers=HTTP_PEERS,
-                headline_repeats=7,
+                headline_repeats=5,
             ),
             repeats=3,
             duration_s=1.0,
