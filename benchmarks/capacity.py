@@ -32,9 +32,9 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from benchmarks.experiments import ExperimentSpec, OpenLoopSpec, PointSpec
-from benchmarks.interval import Ratio, ratio_with_interval
 from benchmarks.open_loop import Measure, Step, unavailable
 from benchmarks.results import ResultsFile, now_iso
+from benchmarks.stats import Ratio, ratio_if_defined, ratio_text
 
 # The top of the search, in requests/s: far above what one Python server process answers
 # on loopback.
@@ -233,7 +233,7 @@ def capacities(data: dict[str, Any], impl: str, cold: int) -> list[float]:
 
 
 def capacity_ratio(data: dict[str, Any], top: str, bottom: str, cold: int) -> Ratio | None:
-    return ratio_with_interval(capacities(data, top, cold), capacities(data, bottom, cold))
+    return ratio_if_defined(capacities(data, top, cold), capacities(data, bottom, cold))
 
 
 def format_capacity(data: dict[str, Any]) -> list[str]:
@@ -260,7 +260,7 @@ def format_capacity(data: dict[str, Any]) -> list[str]:
     for top, bottom in RATIO_PAIRS:
         ratio = capacity_ratio(data, top, bottom, RATIO_COLD)
         if ratio is not None:
-            lines.append(f"    {top}/{bottom} at {RATIO_COLD:,} cold: {ratio.text()}")
+            lines.append(f"    {top}/{bottom} at {RATIO_COLD:,} cold: {ratio_text(ratio)}")
     return lines
 
 

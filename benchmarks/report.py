@@ -1,30 +1,40 @@
 """The README's results section, generated from a sweep's ``results.json`` (never typed).
 
-``muxlab report RUN_DIR`` writes Markdown: where the run was made, the headline tables
-(idle connections, server CPU per request against the reference servers, capacity, fixed-rate
-latency), each headline ratio with its bootstrap 95% interval (:mod:`benchmarks.interval`)
-and a verdict against its goal, and links to the charts. Everything in it comes from the
-file, so the same file always gives the same bytes; the README embeds it between
-:data:`BEGIN` and :data:`END`, and a test regenerates it from the committed reference run.
+``muxlab report RUN_DIR`` writes Markdown: a few headline sentences with their numbers,
+where the run was made, the headline tables (idle connections, server CPU per request
+against the reference servers, capacity, fixed-rate latency), each headline ratio with its
+bootstrap 95% interval and a verdict against its goal (both from :mod:`benchmarks.stats`),
+and links to the charts. Everything in it comes from the file, so the same file always
+gives the same bytes; the README embeds it between :data:`BEGIN` and :data:`END`, and a
+test regenerates it from the committed reference run.
 
-A verdict is ``met`` when the whole interval is on the goal's side, ``missed`` when the
-whole interval is on the other side, and ``undecided`` when the interval crosses the goal or
-there are too few repeats for one.
+Only a point's valid repeats (:func:`benchmarks.results.valid_runs`) enter a number; a
+point that failed shows as ``failed (reason)``, never as a number.
 """
 
 from __future__ import annotations
 
-import operator
 import os
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks import capacity, latency
 from benchmarks.experiments import IDLE_ACTIVE_CONNECTIONS, RATIO_CONNECTIONS, RATIO_MSG_BYTES
-from benchmarks.interval import LEVEL, RESAMPLES, SEED, Ratio, ratio_with_interval
+from benchmarks.results import valid_runs
+from benchmarks.server_cpu_backends import syscalls
+from benchmarks.stats import (
+    CONFIDENCE,
+    RESAMPLES,
+    SEED,
+    Comparison,
+    Ratio,
+    Verdict,
+    ratio_if_defined,
+    ratio_text,
+    verdict,
+)
 from muxlab.atomic import write_text_atomic
 from muxlab.errors import UsageError
 
@@ -34,29 +44,17 @@ END = "<!-- muxlab report end -->"
 
 @dataclass(frozen=True)
 class Goal:
-    """A claim a ratio must satisfy: ``ratio <op> bound``, e.g. ``>= 0.9``."""
+    """A claim a ratio must satisfy, ``ratio <comparison> bound``; the verdict is
+    :func:`benchmarks.stats.verdict`'s."""
 
-    symbol: str
+    comparison: Comparison
     bound: float
 
-    def holds(self, value: float) -> bool:
-        compare: Callable[[float, float], bool] = {
-            ">=": operator.ge,
-            "<=": operator.le,
-            "<": operator.lt,
-        }[self.symbol]
-        return compare(value, self.bound)
-
-    def verdict(self, ratio: Ratio) -> str:
-        if ratio.low is None or ratio.high is None:
-            return "undecided"
-        ends = (self.holds(ratio.low), self.holds(ratio.high))
-        if all(ends):
-            return "met"
-        return "missed" if not any(ends) else "undecided"
+    def verdict(self, ratio: Ratio) -> Verdict:
+        return verdict(ratio, self.comparison, self.bound)
 
     def text(self) -> str:
-        return f"{self.symbol} {self.bound:g}".replace(">=", "&ge;").replace("<=", "&le;")
+        return f"{self.comparison} {self.bound:g}".replace(">=", "&ge;").replace("<=", "&le;")
 
 
 # The claims of the README's introduction, by what they compare (docs/sweep.md).
@@ -72,6 +70,7 @@ CPU_GOALS: dict[str, Goal] = {
     "asyncio-streams": Goal("<", 1.0),
 }
 EPOLL = ("epoll-lt", "epoll-et")
+URING = "io_uring"
 CHART_TITLES = {
     "active": "active connections",
     "idle": "idle connections",
@@ -85,20 +84,48 @@ CHART_TITLES = {
 # -- reading the points ----------------------------------------------------------------
 
 
+def matching(data: dict[str, Any], **spec: Any) -> list[dict[str, Any]]:
+    """Every point whose spec has these values, whatever its status."""
+    return [r for r in data["points"] if all(r["spec"][k] == v for k, v in spec.items())]
+
+
 def grid_record(data: dict[str, Any], **spec: Any) -> dict[str, Any] | None:
-    for record in data["points"]:
-        if record["status"] == "done" and all(record["spec"][k] == v for k, v in spec.items()):
+    """The done or failed point with this spec (pending and skipped ones carry nothing)."""
+    for record in matching(data, **spec):
+        if record["status"] in ("done", "failed"):
             found: dict[str, Any] = record
             return found
     return None
 
 
 def values(record: dict[str, Any] | None, metric: str) -> list[float]:
-    """One metric over every repeat stored for a point."""
-    if record is None:
+    """One metric over the valid repeats of a point (none for a missing or failed one)."""
+    if record is None or record["status"] != "done":
         return []
-    found = (run["metrics"].get(metric) for run in record["repeats"])
+    found = (run["metrics"].get(metric) for run in valid_runs(record))
     return [float(v) for v in found if v is not None]
+
+
+def requests_of(run: dict[str, Any]) -> int:
+    """Requests the server answered in a repeat's window, as the sweep counts them."""
+    replies = run.get("server_replies_window")
+    return int(replies if replies is not None else run["requests_ok"])
+
+
+def syscalls_per_request(record: dict[str, Any] | None) -> list[float]:
+    """System calls per request over the valid repeats (:func:`syscalls`'s count), for
+    repeats whose counters include the io_uring ones (older files do not)."""
+    if record is None or record["status"] != "done":
+        return []
+    return [
+        syscalls(record["spec"]["impl"], run["server_delta"]) / requests_of(run)
+        for run in valid_runs(record)
+        if "uring_enters" in (run.get("server_delta") or {}) and requests_of(run) > 0
+    ]
+
+
+def failed_text(record: dict[str, Any]) -> str:
+    return f"failed ({record.get('reason') or 'no reason recorded'})"
 
 
 def number(value: float, digits: int = 0) -> str:
@@ -107,6 +134,160 @@ def number(value: float, digits: int = 0) -> str:
 
 def median_text(samples: list[float], unit: str = "", digits: int = 0) -> str:
     return "-" if not samples else number(statistics.median(samples), digits) + unit
+
+
+def metric_cell(record: dict[str, Any] | None, metric: str, unit: str = "", digits: int = 0) -> str:
+    if record is not None and record["status"] == "failed":
+        return failed_text(record)
+    return median_text(values(record, metric), unit, digits)
+
+
+# -- the headline ------------------------------------------------------------------------
+
+IDLE_BASE = {
+    "protocol": "echo",
+    "connections": IDLE_ACTIVE_CONNECTIONS,
+    "msg_bytes": RATIO_MSG_BYTES,
+}
+
+
+def idle_points(
+    data: dict[str, Any], backend: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """A backend's point at 0 idle and its measured (done or failed) points with idle > 0."""
+    base = grid_record(data, impl=backend, idle=0, **IDLE_BASE)
+    loaded = [
+        r
+        for r in matching(data, impl=backend, **IDLE_BASE)
+        if r["spec"]["idle"] > 0 and r["status"] in ("done", "failed")
+    ]
+    return base, loaded
+
+
+def idle_ratio(data: dict[str, Any], backend: str) -> tuple[int, Ratio] | None:
+    """Throughput kept at the most idle connections measured: (idle, ratio to 0 idle)."""
+    base, loaded = idle_points(data, backend)
+    if base is None or not loaded:
+        return None
+    top = max(loaded, key=lambda r: r["spec"]["idle"])
+    ratio = ratio_if_defined(values(top, "rps"), values(base, "rps"))
+    return None if ratio is None else (top["spec"]["idle"], ratio)
+
+
+def idle_headline(data: dict[str, Any]) -> list[str]:
+    kept = []
+    for backend in ("poll", *EPOLL):
+        found = idle_ratio(data, backend)
+        if found is not None:
+            kept.append(f"{backend} {ratio_text(found[1])} at {number(found[0])} idle")
+    if not kept:
+        return []
+    return [
+        f"Throughput kept with idle connections beside {IDLE_ACTIVE_CONNECTIONS} active ones "
+        f"(ratio to 0 idle, {CONFIDENCE:.0%} interval): " + "; ".join(kept) + "."
+    ]
+
+
+def select_headline(data: dict[str, Any]) -> list[str]:
+    """select's ceiling: its highest measured idle point, and the points it could not hold."""
+    _, loaded = idle_points(data, "select")
+    measured = [r["spec"]["idle"] for r in loaded if r["status"] == "done"]
+    if not measured:
+        return []
+    line = (
+        f"select was measured up to {number(max(measured))} idle connections (beside "
+        f"{IDLE_ACTIVE_CONNECTIONS} active)"
+    )
+    skipped = [r for r in matching(data, impl="select") if r["status"] == "skipped"]
+    if skipped:
+        # The reason of the smallest skipped idle point says where the ceiling is.
+        first = min(skipped, key=lambda r: (r["spec"]["idle"] == 0, r["spec"]["idle"]))
+        line += f"; {len(skipped)} points past its ceiling were skipped ({first['reason']})"
+    return [line + "."]
+
+
+def ltet_point(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The LT/ET comparison point: the ltet experiment's most connections, at the headline
+    message size if it was measured, else at its largest one."""
+    ltet = [e for e in data["plan"]["experiments"] if e["kind"] == "ltet"]
+    if not ltet:
+        return None
+    sizes = ltet[0]["msg_bytes"]
+    size = RATIO_MSG_BYTES if RATIO_MSG_BYTES in sizes else max(sizes)
+    return {
+        "protocol": "echo",
+        "idle": 0,
+        "connections": max(ltet[0]["connections"]),
+        "msg_bytes": size,
+    }
+
+
+def ltet_headline(data: dict[str, Any]) -> list[str]:
+    spec = ltet_point(data)
+    if spec is None:
+        return []
+    lt = grid_record(data, impl="epoll-lt", **spec)
+    et = grid_record(data, impl="epoll-et", **spec)
+    eagain = [median_text(values(r, "reads_eagain_per_request"), "", 2) for r in (et, lt)]
+    cpu = ratio_if_defined(values(et, "cpu_us_per_request"), values(lt, "cpu_us_per_request"))
+    if "-" in eagain or cpu is None:
+        return []
+    return [
+        f"Edge- against level-triggered epoll ({number(spec['connections'])} connections, "
+        f"{number(spec['msg_bytes'])} B echo): EAGAIN reads per request {eagain[0]} (ET) "
+        f"against {eagain[1]} (LT); server CPU per request "
+        f"{median_text(values(et, 'cpu_us_per_request'), ' us', 2)} against "
+        f"{median_text(values(lt, 'cpu_us_per_request'), ' us', 2)}, ET/LT {ratio_text(cpu)}."
+    ]
+
+
+def capacity_headline(data: dict[str, Any]) -> list[str]:
+    ratios = [
+        f"{top} / {bottom} {ratio_text(ratio)}"
+        for top, bottom in capacity.RATIO_PAIRS
+        if (ratio := capacity.capacity_ratio(data, top, bottom, capacity.RATIO_COLD)) is not None
+    ]
+    if not ratios:
+        return []
+    return [
+        f"Capacity at {number(capacity.RATIO_COLD)} cold connections: " + "; ".join(ratios) + "."
+    ]
+
+
+def uring_headline(data: dict[str, Any]) -> list[str]:
+    """io_uring against epoll-lt at the most connections where both were measured."""
+    pairs = []
+    for record in matching(data, impl=URING, protocol="echo", idle=0, msg_bytes=RATIO_MSG_BYTES):
+        spec = {k: v for k, v in record["spec"].items() if k != "impl"}
+        epoll = grid_record(data, impl="epoll-lt", **spec)
+        if record["status"] == "done" and epoll is not None and epoll["status"] == "done":
+            pairs.append((record["spec"]["connections"], record, epoll))
+    if not pairs:
+        return []
+    conns, uring, epoll = max(pairs, key=lambda p: p[0])
+    cpu = ratio_if_defined(values(uring, "cpu_us_per_request"), values(epoll, "cpu_us_per_request"))
+    if cpu is None:
+        return []
+    line = (
+        f"io_uring against epoll-lt ({number(conns)} connections, {number(RATIO_MSG_BYTES)} B "
+        f"echo): server CPU per request ratio {ratio_text(cpu)}"
+    )
+    calls = [median_text(syscalls_per_request(r), "", 2) for r in (uring, epoll)]
+    if "-" not in calls:
+        line += f"; system calls per request {calls[0]} against {calls[1]}"
+    return [line + "."]
+
+
+def headline(data: dict[str, Any]) -> list[str]:
+    """The results in words, each with its numbers from the file."""
+    lines = [
+        *idle_headline(data),
+        *select_headline(data),
+        *ltet_headline(data),
+        *capacity_headline(data),
+        *uring_headline(data),
+    ]
+    return [f"- {line}" for line in lines]
 
 
 # -- sections --------------------------------------------------------------------------
@@ -123,45 +304,33 @@ def provenance(data: dict[str, Any]) -> list[str]:
         f"{env.get('kernel')}, Python {env.get('python')}, fd limit "
         f"{number(env.get('fd_limit_hard') or 0)}; server on CPU {pin.get('server_cpu')}, load "
         f"generator on CPU {', '.join(map(str, pin.get('client_cpus', [])))}; closed-loop "
-        f"points: {plan['repeats']} repeats of {plan['duration_s']:g} s. Ratios are of medians, "
-        f"with a bootstrap {LEVEL:.0%} interval ({RESAMPLES:,} resamples, seed {SEED}); a goal is "
-        "met when the whole interval is on its side, missed when it is wholly on the other "
-        "side, undecided otherwise.",
+        f"points: {plan['repeats']} repeats of {plan['duration_s']:g} s, of which only valid "
+        f"ones count. Ratios are of medians, with a bootstrap {CONFIDENCE:.0%} interval "
+        f"({RESAMPLES:,} resamples, seed {SEED}); a goal is met when the whole interval is on "
+        "its side, missed when it is wholly on the other side, undecided otherwise.",
     ]
 
 
+def idle_row(data: dict[str, Any], backend: str, goal: Goal | None) -> str | None:
+    base, loaded = idle_points(data, backend)
+    if base is None or not loaded:
+        return None
+    top = max(loaded, key=lambda r: r["spec"]["idle"])
+    ratio = ratio_if_defined(values(top, "rps"), values(base, "rps"))
+    ratio_cell = "-" if ratio is None else f"**{ratio_text(ratio)}**"
+    verdict_cell = "-" if ratio is None or goal is None else goal.verdict(ratio)
+    cpu = metric_cell(top, "cpu_us_per_request", " us", 1)
+    cpu_base = metric_cell(base, "cpu_us_per_request", "", 1)
+    return (
+        f"| {backend} | {metric_cell(base, 'rps')} | "
+        f"{metric_cell(top, 'rps')} at {number(top['spec']['idle'])} idle | "
+        f"{ratio_cell} | {goal.text() if goal else '-'} | {verdict_cell} | "
+        f"{cpu} ({cpu_base} at 0 idle) |"
+    )
+
+
 def idle_section(data: dict[str, Any]) -> list[str]:
-    base_spec = {
-        "protocol": "echo",
-        "connections": IDLE_ACTIVE_CONNECTIONS,
-        "msg_bytes": RATIO_MSG_BYTES,
-    }
-    rows = []
-    for backend, goal in IDLE_GOALS.items():
-        base = grid_record(data, impl=backend, idle=0, **base_spec)
-        loaded = [
-            r
-            for r in data["points"]
-            if r["status"] == "done"
-            and r["spec"]["impl"] == backend
-            and r["spec"]["idle"] > 0
-            and all(r["spec"][k] == v for k, v in base_spec.items())
-        ]
-        if base is None or not loaded:
-            continue
-        top = max(loaded, key=lambda r: r["spec"]["idle"])
-        ratio = ratio_with_interval(values(top, "rps"), values(base, "rps"))
-        if ratio is None:
-            continue
-        cpu = median_text(values(top, "cpu_us_per_request"), " us", 1)
-        cpu_base = median_text(values(base, "cpu_us_per_request"), "", 1)
-        rows.append(
-            f"| {backend} | {median_text(values(base, 'rps'))} | "
-            f"{median_text(values(top, 'rps'))} at {number(top['spec']['idle'])} idle | "
-            f"**{ratio.text()}** | {goal.text() if goal else '-'} | "
-            f"{goal.verdict(ratio) if goal else '-'} | "
-            f"{cpu} ({cpu_base} at 0 idle) |"
-        )
+    rows = [row for b, g in IDLE_GOALS.items() if (row := idle_row(data, b, g)) is not None]
     if not rows:
         return []
     return [
@@ -176,20 +345,24 @@ def idle_section(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def cpu_cell(data: dict[str, Any], backend: str, reference: str, conns: int, goal: Goal) -> str:
+    spec = {"protocol": "echo", "connections": conns, "idle": 0, "msg_bytes": RATIO_MSG_BYTES}
+    mine = grid_record(data, impl=backend, **spec)
+    theirs = grid_record(data, impl=reference, **spec)
+    failed = [r for r in (mine, theirs) if r is not None and r["status"] == "failed"]
+    if failed:
+        return failed_text(failed[0])
+    ratio = ratio_if_defined(
+        values(mine, "cpu_us_per_request"), values(theirs, "cpu_us_per_request")
+    )
+    return "-" if ratio is None else f"{ratio_text(ratio)} {goal.verdict(ratio)}"
+
+
 def cpu_section(data: dict[str, Any]) -> list[str]:
     rows = []
     for reference, goal in CPU_GOALS.items():
         for backend in EPOLL:
-            cells = []
-            for conns in RATIO_CONNECTIONS:
-                spec = {"protocol": "echo", "connections": conns, "idle": 0}
-                ratio = ratio_with_interval(
-                    values(grid_record(data, impl=backend, msg_bytes=RATIO_MSG_BYTES, **spec),
-                           "cpu_us_per_request"),
-                    values(grid_record(data, impl=reference, msg_bytes=RATIO_MSG_BYTES, **spec),
-                           "cpu_us_per_request"),
-                )  # fmt: skip
-                cells.append("-" if ratio is None else f"{ratio.text()} {goal.verdict(ratio)}")
+            cells = [cpu_cell(data, backend, reference, c, goal) for c in RATIO_CONNECTIONS]
             if any(cell != "-" for cell in cells):
                 rows.append(f"| {backend} / {reference} | {' | '.join(cells)} | {goal.text()} |")
     if not rows:
@@ -233,7 +406,7 @@ def capacity_section(data: dict[str, Any]) -> list[str]:
     for top, bottom in capacity.RATIO_PAIRS:
         ratio = capacity.capacity_ratio(data, top, bottom, capacity.RATIO_COLD)
         if ratio is not None:
-            ratios.append(f"{top} / {bottom} **{ratio.text()}**")
+            ratios.append(f"{top} / {bottom} **{ratio_text(ratio)}**")
     if ratios:
         lines += ["", f"Capacity at {number(capacity.RATIO_COLD)} cold: " + "; ".join(ratios) + "."]
     return lines
@@ -293,6 +466,7 @@ def render(data: dict[str, Any], run_dir: Path, relative_to: Path) -> str:
     charts_dir = run_dir / "charts"
     charts_link = Path(os.path.relpath(charts_dir, relative_to)).as_posix()
     parts = [
+        headline(data),
         provenance(data),
         idle_section(data),
         cpu_section(data),

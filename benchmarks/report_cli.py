@@ -15,10 +15,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "report",
         help="write the README's results section from a run",
         description=(
-            "Write Markdown from a 'muxlab sweep' results.json: the run's provenance, the "
-            "headline tables, every headline ratio with its bootstrap 95%% interval and a "
-            "met/missed/undecided verdict against its goal, and links to the charts. Prints "
-            "to stdout, or writes --out FILE, or replaces the text between the markers "
+            "Write Markdown from a 'muxlab sweep' results.json (valid repeats only): headline "
+            "sentences with their numbers, the run's provenance, the headline tables, every "
+            "headline ratio with its bootstrap 95%% interval and a met/missed/undecided "
+            "verdict against its goal, and links to the charts. Prints to stdout, or writes "
+            "--out FILE, or replaces the text between the markers "
             "'<!-- muxlab report begin -->' and '<!-- muxlab report end -->' in --update FILE."
         ),
         formatter_class=HelpFormatter,

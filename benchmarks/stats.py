@@ -108,3 +108,19 @@ def verdict(ratio: Ratio, comparison: Comparison, goal: float) -> Verdict:
     if not low_ok and not high_ok:
         return "missed"
     return "undecided"
+
+
+def ratio_if_defined(numerator: Sequence[float], denominator: Sequence[float]) -> Ratio | None:
+    """:func:`ratio_of_medians`, or ``None`` when a side has no repeat or the denominator's
+    median is zero (a ratio to nothing is not a result)."""
+    if not numerator or not denominator or float(np.median(denominator)) == 0.0:
+        return None
+    return ratio_of_medians(numerator, denominator)
+
+
+def ratio_text(ratio: Ratio, digits: int = 2) -> str:
+    """The one text form of a ratio: ``0.97 [0.93, 1.01]``, or ``0.97 (no interval)``."""
+    if ratio.interval is None:
+        return f"{ratio.value:.{digits}f} (no interval)"
+    low, high = ratio.interval.low, ratio.interval.high
+    return f"{ratio.value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
