@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from benchmarks import capacity, latency
-from benchmarks.plot import COLORS, MARKERS, finish, plain_number
+from benchmarks.plot import COLORS, MARKERS, finish, plain_number, sparse_number
 
 Record = dict[str, Any]
 HOLLOW = "hollow = client-bound (a load-generator process >= 90% busy)"
@@ -43,7 +43,7 @@ def style_axes(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
         axis.set_major_formatter(FuncFormatter(plain_number))
         # Within one decade a log axis may have no major tick: label the minor ones then.
         within_decade = low > 0 and high < 10 * low
-        axis.set_minor_formatter(FuncFormatter(plain_number) if within_decade else NullFormatter())
+        axis.set_minor_formatter(FuncFormatter(sparse_number) if within_decade else NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

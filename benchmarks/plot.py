@@ -16,6 +16,7 @@ the line's colour, is a failed point (no valid repeat: no value to draw).
 from __future__ import annotations
 
 import json
+import math
 import re
 import textwrap
 from collections import defaultdict
@@ -42,6 +43,8 @@ COLORS = {
     "poll": "tab:orange",
     "epoll-lt": "tab:blue",
     "epoll-et": "tab:green",
+    "io_uring-poll": "tab:cyan",
+    "io_uring": "navy",
     "asyncio-protocol": "tab:purple",
     "asyncio-streams": "tab:pink",
     "uvloop-protocol": "tab:brown",
@@ -164,6 +167,15 @@ def finish(fig: Figure, title: str, caption: str, out_dir: Path, stem: str) -> l
 
 def plain_number(value: float, _position: int | None = None) -> str:
     return f"{value:,.6g}"
+
+
+def sparse_number(value: float, _position: int | None = None) -> str:
+    """A minor tick's label on a log axis only at 1, 2, 3 and 5 times a power of ten, so
+    the eight minor ticks of a decade do not print on top of each other."""
+    if value <= 0:
+        return ""
+    lead = value / 10 ** math.floor(math.log10(value))
+    return plain_number(value) if round(lead, 6) in (1.0, 2.0, 3.0, 5.0) else ""
 
 
 def byte_size(value: float, _position: int | None = None) -> str:
