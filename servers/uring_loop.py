@@ -408,7 +408,6 @@ class UringServer:
     def _over_output_bound(self, conn: Conn) -> bool:
         if self._total_out > self.config.max_output_bytes:
             if not self._output_paused:
-                self.counters.output_pauses += 1
                 for other in self._conns.values():
                     if other.out_bytes and not other.paused:
                         self._pause_for_output(other)
@@ -423,6 +422,8 @@ class UringServer:
         return False
 
     def _pause_for_output(self, conn: Conn) -> None:
+        # One count per connection paused, as servers/loop.py counts (README: counters).
+        self.counters.output_pauses += 1
         conn.paused = True
         self._output_paused.add(conn)
         self._stop_reading(conn)
@@ -507,12 +508,15 @@ class UringServer:
             return
         if self._output_paused and self._total_out <= self._output_resume_bytes:
             self._resume_after_total_output()
-        if (
-            conn.paused
-            and conn.out_bytes <= self.config.low_water_bytes
-            and conn not in self._output_paused
-        ):
-            self._resume(conn)
+        if conn.paused and conn.out_bytes <= self.config.low_water_bytes:
+            if not conn.out_bytes:
+                # As servers/loop.py: its client reads what it is sent, so whatever the
+                # total, reading it again adds at most one read's reply, and a client that
+                # keeps up is not held hostage by the ones that never read.
+                self._output_paused.discard(conn)
+                self._resume(conn)
+            elif conn not in self._output_paused:
+                self._resume(conn)
 
     # -- accepting, waking, closing ------------------------------------------------------
 
