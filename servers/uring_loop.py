@@ -217,6 +217,13 @@ class UringServer:
         return BufferRing(self._ring, _BUFFER_GROUP, BUFFER_COUNT, self.config.read_bytes)
 
     @property
+    def wakeup_fd(self) -> int:
+        """The descriptor that wakes a blocked wait when a byte is written to it: give it to
+        :func:`signal.set_wakeup_fd`, so a signal that lands just before the wait starts
+        (its Python handler not yet run) still ends the wait."""
+        return self._wake_w.fileno()
+
+    @property
     def address(self) -> tuple[str, int]:
         host, port = self.listener.getsockname()[:2]
         return host, port
