@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import textwrap
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from servers.backends import BACKENDS, BackendName, brings_own_loop
 from servers.process import ServerProcess
 
 CLIENT_TIMEOUT_S = 10.0
+CLOSE_POLL_S = 0.01
 # The implementations shown, in the order of the table; all but the first two only shown.
 BASELINE: BackendName = "epoll-lt"
 COMPLETION: BackendName = "io_uring"
@@ -175,17 +177,38 @@ def read_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+def measure_workloads(backend: BackendName, workloads: Sequence[Workload]) -> list[Counts]:
+    """Serve each workload in turn with one ``muxlab serve`` child; counts per request of
+    each (one server start for a series, which is most of its time)."""
+    with ServerProcess(backend, "echo") as server:
+        return [serve(server, backend, workload) for workload in workloads]
+
+
 def measure_workload(backend: BackendName, workload: Workload) -> Counts:
-    """Serve ``workload`` with a fresh ``muxlab serve`` child; its counts per request."""
-    with ServerProcess(backend, "echo") as server, contextlib.ExitStack() as clients:
+    return measure_workloads(backend, [workload])[0]
+
+
+def serve(server: ServerProcess, backend: BackendName, workload: Workload) -> Counts:
+    """Run ``workload`` against ``server``, then wait until it has closed every connection,
+    so the closes (an end-of-file ``recv`` each) are not counted in the next workload."""
+    with contextlib.ExitStack() as clients:
         before = server.counters()
         drive(server.address, workload, clients)
         after = server.counters()
+    wait_until_no_connections(server)
     delta = {k: v - before[k] for k, v in after.items() if isinstance(v, int | float)}
     if delta["bytes_in"] != workload.requests * workload.message_bytes:
         raise RuntimeError(f"{backend} counted {delta['bytes_in']} bytes in, not the requests'")
     operations = int(delta["reads"]) + int(delta["writes"]) + int(delta["accepts"])
     return per_request(system_calls(backend, delta), operations, workload.requests)
+
+
+def wait_until_no_connections(server: ServerProcess) -> None:
+    deadline_ns = time.monotonic_ns() + int(CLIENT_TIMEOUT_S * 1e9)
+    while server.counters()["connections_open"]:
+        if time.monotonic_ns() > deadline_ns:
+            raise RuntimeError(f"the server still holds connections after {CLIENT_TIMEOUT_S} s")
+        time.sleep(CLOSE_POLL_S)
 
 
 def measure(backend: BackendName) -> Counts:
