@@ -35,11 +35,12 @@ from servers.process import ServerProcess
 
 CLIENT_TIMEOUT_S = 10.0
 CLOSE_POLL_S = 0.01
+CPU_FIELDS = ("cpu_user_s", "cpu_system_s")  # in the counters snapshot (servers/counters.py)
 # The implementations shown, in the order of the table; all but the first two only shown.
 BASELINE: BackendName = "epoll-lt"
 COMPLETION: BackendName = "io_uring"
 ALSO_SHOWN: tuple[BackendName, ...] = ("io_uring-poll",)
-# (label, Counts field) of the table's rows; ``total`` is their sum.
+# (label, Counts field) of the table's rows; ``total`` sums the system calls above it.
 ROWS = (
     ("wait (select/poll/epoll_wait)", "wait"),
     ("recv", "recv"),
@@ -159,7 +160,8 @@ def drive(address: tuple[str, int], workload: Workload, stack: contextlib.ExitSt
     for client in clients:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     for round_no in range(workload.rounds):
-        message = (round_no.to_bytes(2, "big") * workload.message_bytes)[: workload.message_bytes]
+        pattern = (round_no % 65536).to_bytes(2, "big")
+        message = (pattern * workload.message_bytes)[: workload.message_bytes]
         for client in clients:
             client.sendall(message)
         for client in clients:
@@ -177,18 +179,33 @@ def read_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def measure_workloads(backend: BackendName, workloads: Sequence[Workload]) -> list[Counts]:
-    """Serve each workload in turn with one ``muxlab serve`` child; counts per request of
-    each (one server start for a series, which is most of its time)."""
+@dataclass(frozen=True)
+class Served:
+    """One workload served: its counts, and the server's CPU time per request.
+
+    The CPU time is the server's own (``getrusage``, in its counters), split into user
+    time (the interpreter: the loop, the protocol) and system time (the kernel, inside
+    its system calls). It is a time, so it varies from run to run and is never part of
+    the demo's decision; notebook 05 shows it.
+    """
+
+    counts: Counts
+    cpu_user_us: float
+    cpu_system_us: float
+
+
+def measure_workloads(backend: BackendName, workloads: Sequence[Workload]) -> list[Served]:
+    """Serve each workload in turn with one ``muxlab serve`` child (one server start for a
+    series, which is most of its time)."""
     with ServerProcess(backend, "echo") as server:
         return [serve(server, backend, workload) for workload in workloads]
 
 
 def measure_workload(backend: BackendName, workload: Workload) -> Counts:
-    return measure_workloads(backend, [workload])[0]
+    return measure_workloads(backend, [workload])[0].counts
 
 
-def serve(server: ServerProcess, backend: BackendName, workload: Workload) -> Counts:
+def serve(server: ServerProcess, backend: BackendName, workload: Workload) -> Served:
     """Run ``workload`` against ``server``, then wait until it has closed every connection,
     so the closes (an end-of-file ``recv`` each) are not counted in the next workload."""
     with contextlib.ExitStack() as clients:
@@ -200,7 +217,9 @@ def serve(server: ServerProcess, backend: BackendName, workload: Workload) -> Co
     if delta["bytes_in"] != workload.requests * workload.message_bytes:
         raise RuntimeError(f"{backend} counted {delta['bytes_in']} bytes in, not the requests'")
     operations = int(delta["reads"]) + int(delta["writes"]) + int(delta["accepts"])
-    return per_request(system_calls(backend, delta), operations, workload.requests)
+    counts = per_request(system_calls(backend, delta), operations, workload.requests)
+    user_us, system_us = (delta[k] * 1e6 / workload.requests for k in CPU_FIELDS)
+    return Served(counts, round(user_us, 2), round(system_us, 2))
 
 
 def wait_until_no_connections(server: ServerProcess) -> None:
