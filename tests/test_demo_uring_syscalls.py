@@ -128,3 +128,16 @@ def test_refused_in_one_line_where_io_uring_is_unavailable() -> None:
         "the oldest this binding supports\n"
     )
     assert proc.stdout == ""
+
+
+def test_a_series_on_one_server_counts_each_workload_alone() -> None:
+    # One server, two workloads of different sizes: each is divided by its own request
+    # count, and under LT each has exactly one recv and one send per request.
+    series = [demo.Workload(10, 5, 64), demo.Workload(20, 3, 100)]
+    served = demo.measure_workloads("epoll-lt", series)
+    for workload, result in zip(series, served, strict=True):
+        counts = result.counts
+        assert counts.requests == workload.requests
+        assert (counts.recv, counts.send, counts.io_uring_enter) == (1.0, 1.0, 0.0)
+        assert counts.accept >= round(workload.connections / workload.requests, 3)
+        assert result.cpu_user_us >= 0 and result.cpu_system_us >= 0
