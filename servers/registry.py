@@ -35,9 +35,8 @@ from servers.process import ServerProcess
 from servers.protocols import PROTOCOL_NAMES, ProtocolName
 
 ImplKind = Literal["readiness backend", "completion loop", "python peer", "C reference"]
-# Where a chart puts a mechanism that has a descriptor ceiling, and the capacity ratio's
-# sides: a mechanism that scans every registered descriptor per wait, over one that is
-# handed the ready ones.
+# The capacity ratio's sides: a mechanism that scans every registered descriptor per wait
+# (poll), over one that is handed only the ready ones (epoll).
 CapacitySide = Literal["scan", "ready"]
 
 
@@ -190,7 +189,7 @@ def backend_entry(
     name: str, style: Style, roles: SweepRoles, ceiling_text: str | None = None
 ) -> Implementation:
     """A backend's entry: name, ceiling, trigger mode and availability from its class in
-    :data:`servers.backends.BACKENDS` (or the class given, for a backend not there)."""
+    :data:`servers.backends.BACKENDS`."""
     cls = BACKENDS[name]  # type: ignore[index]
     return backend_class_entry(cls, style, roles, ceiling_text)
 
@@ -201,6 +200,8 @@ def backend_class_entry(
     roles: SweepRoles,
     ceiling_text: str | None = None,
 ) -> Implementation:
+    """The entry of a backend class: its kind from what it is (a completion mechanism
+    brings its own loop), started by ``muxlab serve --backend NAME``."""
     kind: ImplKind = (
         "completion loop" if issubclass(cls, CompletionMechanism) else ("readiness backend")
     )
