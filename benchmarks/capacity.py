@@ -35,6 +35,7 @@ from benchmarks.experiments import ExperimentSpec, OpenLoopSpec, PointSpec
 from benchmarks.open_loop import Measure, Step, unavailable
 from benchmarks.results import ResultsFile, now_iso
 from benchmarks.stats import Ratio, ratio_if_defined, ratio_text
+from servers import registry
 
 # The top of the search, in requests/s: far above what one Python server process answers
 # on loopback.
@@ -43,9 +44,16 @@ MAX_RATE_RPS = 2_000_000.0
 # lie beyond the p99. So the search does not go below MIN_SAMPLES / window_s: a backend
 # that is not good there has a capacity below it, which is what the summary says.
 MIN_SAMPLES = 1000
-# The headline ratio: capacity of poll over epoll's at this many cold connections.
+# The headline ratio: capacity of a scanning mechanism (poll) over a ready-list one
+# (epoll) at this many cold connections.
 RATIO_COLD = 10_000
-RATIO_PAIRS = (("poll", "epoll-lt"), ("poll", "epoll-et"))
+
+
+def ratio_pairs() -> list[tuple[str, str]]:
+    """(scanning, ready-list) pairs of the capacity ratio, from the registry's roles."""
+    scan = registry.where(lambda r: r.capacity_side == "scan")
+    ready = registry.where(lambda r: r.capacity_side == "ready")
+    return [(top, bottom) for top in scan for bottom in ready]
 
 
 def round_rate(rate_rps: float) -> float:
@@ -257,7 +265,7 @@ def format_capacity(data: dict[str, Any]) -> list[str]:
         lines.append(f"    {impl:<12}" + "".join(f"{c:>16}" for c in cells))
     if any(s["client_bound"] for s in done):
         lines.append("    * a step was client-bound: the capacity may be the client's")
-    for top, bottom in RATIO_PAIRS:
+    for top, bottom in ratio_pairs():
         ratio = capacity_ratio(data, top, bottom, RATIO_COLD)
         if ratio is not None:
             lines.append(f"    {top}/{bottom} at {RATIO_COLD:,} cold: {ratio_text(ratio)}")

@@ -17,7 +17,8 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from benchmarks import capacity, latency
-from benchmarks.plot import COLORS, MARKERS, finish, plain_number, sparse_number
+from benchmarks.plot import finish, plain_number, sparse_number
+from servers import registry
 
 Record = dict[str, Any]
 HOLLOW = "hollow = client-bound (a load-generator process >= 90% busy)"
@@ -92,7 +93,7 @@ def chart_capacity(data: dict[str, Any], name: str, out: Path) -> list[Path]:
     if not mine:
         return []
     colds = sorted({s["spec"]["idle"] for s in mine})
-    impls = list(dict.fromkeys(s["spec"]["impl"] for s in mine))
+    impls = sorted(dict.fromkeys(s["spec"]["impl"] for s in mine), key=registry.draw_order)
     hot = sorted({s["spec"]["connections"] for s in mine})
     slo_ms = mine[0]["slo_ms"]
     width_in = max(9.0, 1 + 5.2 * len(colds))
@@ -100,17 +101,11 @@ def chart_capacity(data: dict[str, Any], name: str, out: Path) -> list[Path]:
     for col, cold in enumerate(colds):
         top, bottom = axes[0][col], axes[1][col]
         offered: list[float] = []
-        for i, impl in enumerate(impls):
+        for impl in impls:
+            style = registry.style_of(impl)
             drawn = [s for s in mine if s["spec"]["impl"] == impl and s["spec"]["idle"] == cold]
             for n, search in enumerate(drawn):
-                draw_search(
-                    top,
-                    bottom,
-                    search,
-                    COLORS.get(impl, "black"),
-                    MARKERS[i % len(MARKERS)],
-                    n == 0,
-                )
+                draw_search(top, bottom, search, style.colour, style.marker, n == 0)
                 offered += [s["offered_rps"] for s in search["steps"]]
         span = [min(offered), max(offered)]
         top.plot(span, span, color="black", linestyle=":", linewidth=1, label="achieved = offered")
@@ -157,17 +152,17 @@ def chart_latency(data: dict[str, Any], name: str, out: Path) -> list[Path]:
         return []
     varies = "connections" if len({r["spec"]["connections"] for r in mine}) > 1 else "idle"
     rate = mine[0]["spec"]["rate_rps"]
-    impls = list(dict.fromkeys(r["spec"]["impl"] for r in mine))
+    impls = sorted(dict.fromkeys(r["spec"]["impl"] for r in mine), key=registry.draw_order)
     fig, axes = plt.subplots(1, len(latency.PERCENTILES), figsize=(15, 5))
     for ax, (metric, label) in zip(axes, latency.PERCENTILES, strict=True):
-        for i, impl in enumerate(impls):
+        for impl in impls:
             line = sorted(
                 (r for r in mine if r["spec"]["impl"] == impl), key=lambda r: r["spec"][varies]
             )
             xs = [r["spec"][varies] for r in line]
             stats = [r["summary"][metric] for r in line]
             med = [s["median"] for s in stats]
-            color = COLORS.get(impl, "black")
+            color = registry.style_of(impl).colour
             ax.errorbar(
                 xs,
                 med,
@@ -179,7 +174,7 @@ def chart_latency(data: dict[str, Any], name: str, out: Path) -> list[Path]:
                 capsize=3,
                 label=impl,
             )
-            marker = MARKERS[i % len(MARKERS)]
+            marker = registry.style_of(impl).marker
             draw_points(ax, xs, med, [r["client_bound"] for r in line], color, marker)
             over = [(x, m) for x, m, r in zip(xs, med, line, strict=True) if r["overloaded"]]
             if over:

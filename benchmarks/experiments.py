@@ -7,8 +7,13 @@ idle experiment's 0-idle point is the active experiment's 10-connection point.
 
 Descriptor budget: the server holds one descriptor per connection (active or idle) plus a
 few of its own, and so does the load generator, in its own process; both run under the
-same ``RLIMIT_NOFILE`` (20,000 here). ``full`` therefore stops at the limit minus
-:data:`RESERVED_FDS`, and select stops where its descriptors would reach ``FD_SETSIZE``.
+same ``RLIMIT_NOFILE`` (the run's environment records it). ``full`` therefore stops at
+the limit minus its reserve (:func:`fd_budget`), and a mechanism with a descriptor
+ceiling (select's ``FD_SETSIZE``) stops where its descriptors would reach it.
+
+Which implementations each experiment measures comes from the implementation registry
+(:mod:`servers.registry`), read when a preset is built, so a newly registered backend is
+in every experiment its roles name.
 """
 
 from __future__ import annotations
@@ -22,8 +27,7 @@ from typing import Any, Literal, get_args
 
 from benchmarks.names import check_safe_name
 from muxlab.errors import UsageError
-from servers.backends import BACKEND_NAMES, FD_SETSIZE
-from servers.peers import PEER_NAMES
+from servers import registry
 from servers.protocols import PROTOCOL_NAMES
 
 ExperimentKind = Literal["active", "idle", "ltet", "peers", "capacity", "latency"]
@@ -34,14 +38,13 @@ EXPERIMENT_KINDS: tuple[ExperimentKind, ...] = get_args(ExperimentKind)
 OPEN_LOOP_KINDS: frozenset[ExperimentKind] = frozenset({"capacity", "latency"})
 PresetName = Literal["quick", "default", "full"]
 PRESET_NAMES: tuple[PresetName, ...] = get_args(PresetName)
-IMPL_NAMES: tuple[str, ...] = (*BACKEND_NAMES, *PEER_NAMES)
 
 # Descriptors a server process holds besides its connections: stdio, the listener, the
 # wake-up socketpair, the epoll instance, with room to spare. select(2) cannot watch a
 # descriptor numbered FD_SETSIZE or above, and descriptors are allocated lowest first.
 RESERVED_FDS = 16
-SELECT_MAX_CONNECTIONS = FD_SETSIZE - RESERVED_FDS
-# The headline ratios (b) and (c) compare CPU per request at these points (issue 4).
+# The headline ratios (b) and (c) compare CPU per request at these points (README,
+# "Claims"; benchmarks/summary.py).
 RATIO_CONNECTIONS = (100, 1000)
 RATIO_MSG_BYTES = 1024
 IDLE_ACTIVE_CONNECTIONS = 10
@@ -73,12 +76,7 @@ class PointSpec:
 
     def skip_reason(self) -> str | None:
         """Why this point cannot be measured by design (not by accident of this machine)."""
-        if self.impl == "select" and self.total_connections > SELECT_MAX_CONNECTIONS:
-            return (
-                f"select: {self.total_connections} connections + {RESERVED_FDS} reserved "
-                f"descriptors pass FD_SETSIZE={FD_SETSIZE} (select(2))"
-            )
-        return None
+        return ceiling_reason(self.impl, self.total_connections)
 
 
 @dataclass(frozen=True)
@@ -131,8 +129,8 @@ class ExperimentSpec:
         for impl, protocol, conns, idle, size in itertools.product(
             self.impls, self.protocols, self.connections, self.idle, self.msg_bytes
         ):
-            if impl == "nginx" and protocol != "http":
-                continue  # nginx is the HTTP reference only
+            if protocol not in registry.get(impl).protocols:
+                continue  # only the protocols it speaks (nginx: HTTP only)
             point = PointSpec(
                 impl, protocol, conns, idle, size if protocol == "echo" else 0, self.pipeline
             )
@@ -196,12 +194,16 @@ def fd_budget() -> int:
     return max(0, limit - 4 * RESERVED_FDS)
 
 
-BACKENDS = tuple(BACKEND_NAMES)
-EPOLL = ("epoll-lt", "epoll-et")
-# The completion loop against the same peers: "is io_uring faster?" (issue 11).
-URING = ("io_uring",)
-PY_PEERS = ("asyncio-protocol", "asyncio-streams", "uvloop-protocol", "uvloop-streams")
-HTTP_PEERS = ("epoll-lt", "epoll-et", "nginx", "asyncio-protocol", "uvloop-protocol")
+def ceiling_reason(impl: str, connections: int) -> str | None:
+    """Why ``impl`` cannot hold ``connections`` beside :data:`RESERVED_FDS` descriptors of
+    its own (its registry entry's ``fd_ceiling``), or ``None`` when it can."""
+    entry = registry.find(impl)
+    return None if entry is None else entry.ceiling_reason(connections, RESERVED_FDS)
+
+
+def impl_names() -> tuple[str, ...]:
+    """Every name an experiment may measure: the registry's, now."""
+    return registry.names()
 
 
 def _preset_experiments(
@@ -210,24 +212,33 @@ def _preset_experiments(
     ltet_sizes: tuple[int, ...],
     ltet_connections: tuple[int, ...],
     peer_connections: tuple[int, ...],
-    http_peers: tuple[str, ...],
+    quick: bool,
     headline_repeats: int | None = None,
 ) -> tuple[ExperimentSpec, ...]:
     """The five experiments; ``headline_repeats`` for the two whose points the headline
-    ratios read (idle: ratio (a); peers: ratios (b) and (c))."""
+    ratios read (idle: ratio (a); peers: ratios (b) and (c)). ``quick`` keeps only the
+    registry's quick implementations in peers-http."""
+    grid = registry.where(lambda r: r.grid)
+    http = registry.where(lambda r: r.peers_http and (r.quick or not quick))
     return (
-        ExperimentSpec("active", "active", BACKENDS, connections=active),
-        ExperimentSpec("idle", "idle", BACKENDS, idle=idle, repeats=headline_repeats),
-        ExperimentSpec("ltet", "ltet", EPOLL, connections=ltet_connections, msg_bytes=ltet_sizes),
+        ExperimentSpec("active", "active", grid, connections=active),
+        ExperimentSpec("idle", "idle", grid, idle=idle, repeats=headline_repeats),
+        ExperimentSpec(
+            "ltet",
+            "ltet",
+            registry.where(lambda r: r.ltet),
+            connections=ltet_connections,
+            msg_bytes=ltet_sizes,
+        ),
         ExperimentSpec(
             "peers",
             "peers",
-            EPOLL + URING + PY_PEERS,
+            registry.where(lambda r: r.peers_echo),
             connections=peer_connections,
             repeats=headline_repeats,
         ),
         ExperimentSpec(
-            "peers-http", "peers", http_peers, protocols=("http",), connections=peer_connections
+            "peers-http", "peers", http, protocols=("http",), connections=peer_connections
         ),
     )
 
@@ -255,7 +266,7 @@ def open_loop_experiments(name: str) -> tuple[ExperimentSpec, ...]:
             window_s=0.5,
             warmup_s=0.2,
         )
-        impls: tuple[str, ...] = ("poll", "epoll-lt")
+        impls = registry.where(lambda r: r.grid and r.quick)
         return (
             ExperimentSpec(
                 "capacity",
@@ -275,6 +286,7 @@ def open_loop_experiments(name: str) -> tuple[ExperimentSpec, ...]:
     # req/s, 15 beyond the p99): ~1.5 min. full uses 2 s (capacity) and 4 s (latency)
     # windows, more points and 3 repeats.
     long = name == "full"
+    grid = registry.where(lambda r: r.grid)
     spec = OpenLoopSpec(
         start_rps=8000.0,
         factor=2.0,
@@ -290,7 +302,7 @@ def open_loop_experiments(name: str) -> tuple[ExperimentSpec, ...]:
         ExperimentSpec(
             "capacity",
             "capacity",
-            BACKENDS,
+            grid,
             connections=(CAPACITY_HOT_CONNECTIONS,),
             idle=(0, 1000, 10000),
             open_loop=spec,
@@ -298,14 +310,14 @@ def open_loop_experiments(name: str) -> tuple[ExperimentSpec, ...]:
         ExperimentSpec(
             "latency",
             "latency",
-            BACKENDS,
+            grid,
             connections=(1, 100, 1000, 10000) if long else (1, 100, 10000),
             open_loop=fixed_rate,
         ),
         ExperimentSpec(
             "latency-idle",
             "latency",
-            BACKENDS,
+            grid,
             connections=(LATENCY_ACTIVE_CONNECTIONS,),
             idle=(0, 1000, 10000) if long else (0, 10000),
             open_loop=fixed_rate,
@@ -324,9 +336,9 @@ def preset(name: str) -> SweepPlan:
 
 def grid_preset(name: str) -> SweepPlan:
     if name == "quick":
-        # <= 2 min on 2 cores (31 points, 31 runs of 0.9 s, about 1.3 min by the
-        # estimate; 50 s on a quiet machine): every chart drawn, every ratio with a
-        # 100-connection point printed. One repeat: no intervals, so every verdict is
+        # The grid within 2 min on 2 cores by muxlab sweep's estimate (one run of 0.9 s
+        # per point; tests/test_sweep_input.py checks it): every chart drawn, every ratio
+        # with a 100-connection point printed. One repeat: no intervals, so every verdict is
         # "undecided"; the statistics are tested on synthetic samples instead.
         return SweepPlan(
             _preset_experiments(
@@ -335,7 +347,7 @@ def grid_preset(name: str) -> SweepPlan:
                 ltet_sizes=(64, 65536),
                 ltet_connections=(10,),
                 peer_connections=(100,),
-                http_peers=("epoll-lt", "nginx", "uvloop-protocol"),
+                quick=True,
             ),
             repeats=1,
             duration_s=0.6,
@@ -357,7 +369,7 @@ def grid_preset(name: str) -> SweepPlan:
                 ltet_sizes=(64, 1024, 16384, 1 << 20),
                 ltet_connections=(100,),
                 peer_connections=RATIO_CONNECTIONS,
-                http_peers=HTTP_PEERS,
+                quick=False,
                 headline_repeats=5,
             ),
             repeats=3,
@@ -379,7 +391,7 @@ def grid_preset(name: str) -> SweepPlan:
                 ltet_sizes=(64, 256, 1024, 4096, 16384, 65536, 262144, 1 << 20),
                 ltet_connections=(1, 10, 100, 1000),
                 peer_connections=(10, 100, 1000, 10000),
-                http_peers=HTTP_PEERS,
+                quick=False,
                 headline_repeats=9,
             ),
             repeats=5,
@@ -510,9 +522,7 @@ def _ints(path: Path, name: str, key: str, value: Any) -> tuple[int, ...]:
 
 def validate_experiment(spec: ExperimentSpec) -> None:
     for impl in spec.impls:
-        if impl not in IMPL_NAMES:
-            choices = ", ".join(IMPL_NAMES)
-            raise UsageError(f"unknown implementation {impl!r} (choose from {choices})")
+        registry.get(impl)  # UsageError naming the choices when it is not registered
     for protocol in spec.protocols:
         if protocol not in PROTOCOL_NAMES:
             raise UsageError(f"unknown protocol {protocol!r} (choose from echo, http)")
@@ -545,11 +555,11 @@ def apply_overrides(plan: SweepPlan, flags: PlanOverrides) -> SweepPlan:
             )
         experiments = tuple(e for e in experiments if e.name in flags.experiments)
     if flags.impls is not None:
-        unknown = [n for n in flags.impls if n not in IMPL_NAMES]
+        unknown = [n for n in flags.impls if registry.find(n) is None]
         if unknown:
             raise UsageError(
                 f"unknown implementation(s) {', '.join(unknown)} "
-                f"(choose from {', '.join(IMPL_NAMES)})"
+                f"(choose from {', '.join(impl_names())})"
             )
         wanted = flags.impls
         experiments = tuple(

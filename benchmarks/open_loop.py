@@ -27,14 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.experiments import (
     OPEN_LOOP_KINDS,
-    RESERVED_FDS,
     ExperimentSpec,
     OpenLoopSpec,
     PointSpec,
     SweepPlan,
+    ceiling_reason,
 )
 from benchmarks.results import ResultsFile, RunResult
-from servers.backends import BACKENDS
 
 if TYPE_CHECKING:
     from benchmarks.sweep import SweepConfig
@@ -131,18 +130,6 @@ def sweep_measure(plan: SweepPlan, config: SweepConfig, spec: OpenLoopSpec) -> M
         return step_from_load(point, run, load)
 
     return measure
-
-
-def ceiling_reason(impl: str, connections: int) -> str | None:
-    """Why a backend cannot hold this many connections, from the registry's fd_ceiling."""
-    backend = BACKENDS.get(impl)  # type: ignore[call-overload]
-    ceiling = None if backend is None else backend.fd_ceiling
-    if ceiling is None or connections + RESERVED_FDS <= ceiling:
-        return None
-    return (
-        f"{impl}: {connections} connections + {RESERVED_FDS} reserved descriptors pass its "
-        f"descriptor ceiling of {ceiling}"
-    )
 
 
 def unavailable(point: PointSpec) -> str | None:

@@ -62,8 +62,7 @@ def apply(plan: SweepPlan, args: argparse.Namespace) -> SweepPlan:
 def announce(plan: SweepPlan, run_overhead_s: float) -> None:
     """The open-loop experiments' share of the time: an upper bound, every search taking
     its ``max_steps``; a search usually stops after half of them."""
-    from benchmarks.experiments import OPEN_LOOP_KINDS, OpenLoopSpec
-    from benchmarks.open_loop import ceiling_reason
+    from benchmarks.experiments import OPEN_LOOP_KINDS, OpenLoopSpec, ceiling_reason
     from benchmarks.sweep import CONNECT_S_PER_CONNECTION
 
     steps = 0

@@ -33,24 +33,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from benchmarks.experiments import SELECT_MAX_CONNECTIONS
+from benchmarks.experiments import RESERVED_FDS
 from benchmarks.results import METRICS, read_results_json
 from muxlab.errors import UsageError
-from servers.backends import FD_SETSIZE
+from servers import registry
 
-COLORS = {
-    "select": "tab:red",
-    "poll": "tab:orange",
-    "epoll-lt": "tab:blue",
-    "epoll-et": "tab:green",
-    "io_uring-poll": "tab:cyan",
-    "io_uring": "navy",
-    "asyncio-protocol": "tab:purple",
-    "asyncio-streams": "tab:pink",
-    "uvloop-protocol": "tab:brown",
-    "uvloop-streams": "tab:olive",
-    "nginx": "tab:gray",
-}
+# Markers of the LT/ET chart, where a marker tells connection counts apart (the colour
+# is the implementation's).
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
 HOLLOW_NOTE = (
@@ -201,10 +190,15 @@ def label_axes(ax: Axes, xlabel: str, metric: str, title: str) -> None:
 
 
 def group_records(records: Sequence[Record], *fields: str) -> dict[tuple[Any, ...], list[Record]]:
+    """Records by the values of ``fields``; groups of one implementation in the registry's
+    order (legends), the rest in the order of the file."""
     groups: dict[tuple[Any, ...], list[Record]] = defaultdict(list)
     for record in records:
         groups[tuple(record["spec"][f] for f in fields)].append(record)
-    return dict(groups)
+    if "impl" not in fields:
+        return dict(groups)
+    at = fields.index("impl")
+    return dict(sorted(groups.items(), key=lambda kv: registry.draw_order(kv[0][at])))
 
 
 def machine_line(data: dict[str, Any]) -> str:
@@ -232,17 +226,17 @@ def chart_active(data: dict[str, Any], name: str, records: list[Record], out: Pa
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     panels = (("rps", "throughput"), ("p50_us", "median latency"), ("p99_us", "p99 latency"))
     for ax, (metric, title) in zip(axes, panels, strict=True):
-        for i, ((impl, protocol, size), group) in enumerate(
-            group_records(records, "impl", "protocol", "msg_bytes").items()
-        ):
+        for (impl, protocol, size), group in group_records(
+            records, "impl", "protocol", "msg_bytes"
+        ).items():
             draw_series(
                 ax,
                 group,
                 lambda r: r["spec"]["connections"],
                 metric,
                 label=f"{impl} ({protocol}{f' {size} B' if size else ''})",
-                color=COLORS.get(impl, "black"),
-                marker=MARKERS[i % len(MARKERS)],
+                color=registry.style_of(impl).colour,
+                marker=registry.style_of(impl).marker,
             )
         ax.set_xscale("log")
         if metric != "rps":
@@ -268,9 +262,9 @@ def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path
         ("wait_cpu_us", "CPU per wait call, dispatch included"),
     )
     groups = group_records(records, "impl", "connections", "msg_bytes")
-    ceiling_x: float | None = None
+    ceilings: dict[str, float] = {}  # implementation -> idle count where its line ends
     for ax, (metric, title) in zip(axes.flat, panels, strict=True):
-        for i, ((impl, active, _), group) in enumerate(groups.items()):
+        for (impl, active, _), group in groups.items():
             scale = 1.0
             if metric == "rps":
                 base = [r for r in group if r["spec"]["idle"] == 0 and r["status"] == "done"]
@@ -283,13 +277,15 @@ def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path
                 lambda r: r["spec"]["idle"],
                 metric,
                 label=impl,
-                color=COLORS.get(impl, "black"),
-                marker=MARKERS[i % len(MARKERS)],
+                color=registry.style_of(impl).colour,
+                marker=registry.style_of(impl).marker,
                 scale=scale,
             )
-            if impl == "select" and any(r["status"] == "skipped" for r in group):
-                ceiling_x = SELECT_MAX_CONNECTIONS - active
-                mark_select_ceiling(ax, group, metric, scale, ceiling_x)
+            entry = registry.find(impl)
+            most = None if entry is None else entry.max_connections(RESERVED_FDS)
+            if most is not None and any(r["status"] == "skipped" for r in group):
+                ceilings[impl] = most - active
+                mark_ceiling(ax, impl, group, metric, scale, ceilings[impl])
         ax.set_xscale("symlog", linthresh=10)
         ax.set_xlim(left=0)
         if metric != "rps":
@@ -301,12 +297,11 @@ def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path
         if metric == "rps":
             ax.set_ylabel("throughput / throughput at 0 idle")
     axes[0][0].legend(fontsize=8)
-    ceiling = (
-        f" select's line ends at its FD_SETSIZE ceiling (x marker, dotted line at "
-        f"{ceiling_x:,.0f} idle): it cannot watch descriptor {FD_SETSIZE} or above, so those "
-        "points are skipped, not measured."
-        if ceiling_x is not None
-        else ""
+    ceiling = "".join(
+        f" {impl}'s line ends at its descriptor ceiling (x marker, dotted line at {x:,.0f} "
+        f"idle): it cannot watch descriptor {registry.get(impl).fd_ceiling} or above, so "
+        "those points are skipped, not measured."
+        for impl, x in ceilings.items()
     )
     caption = (
         f"{CLOSED_LOOP_NOTE} "
@@ -321,24 +316,28 @@ def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path
     return finish(fig, title, caption, out, name)
 
 
-def mark_select_ceiling(
-    ax: Axes, group: list[Record], metric: str, scale: float, ceiling_x: float
+def ceiling_label(impl: str) -> str:
+    """``select: 1024 (FD_SETSIZE, select(2))``, as its registry entry names its ceiling."""
+    return f"{impl}: {registry.get(impl).ceiling_label()}"
+
+
+def mark_ceiling(
+    ax: Axes, impl: str, group: list[Record], metric: str, scale: float, ceiling_x: float
 ) -> None:
+    colour = registry.style_of(impl).colour
     measured = [r for r in group if r["status"] == "done" and r["summary"][metric]["median"]]
-    ax.axvline(ceiling_x, color=COLORS["select"], linestyle=":", linewidth=1.2)
+    ax.axvline(ceiling_x, color=colour, linestyle=":", linewidth=1.2)
     if measured:
         last = max(measured, key=lambda r: r["spec"]["idle"])
         y = last["summary"][metric]["median"] / scale
-        ax.plot(
-            [ceiling_x], [y], marker="X", markersize=11, color=COLORS["select"], linestyle="none"
-        )
+        ax.plot([ceiling_x], [y], marker="X", markersize=11, color=colour, linestyle="none")
         ax.annotate(
-            "select: FD_SETSIZE",
+            ceiling_label(impl),
             (ceiling_x, y),
             textcoords="offset points",
             xytext=(6, 6),
             fontsize=8,
-            color=COLORS["select"],
+            color=colour,
         )
 
 
@@ -364,7 +363,7 @@ def chart_ltet(data: dict[str, Any], name: str, records: list[Record], out: Path
                 lambda r: r["spec"]["msg_bytes"],
                 metric,
                 label=f"{impl}, {conns} conns",
-                color=COLORS.get(impl, "black"),
+                color=registry.style_of(impl).colour,
                 linestyle=style,
                 marker=MARKERS[conns_order.index(conns) % len(MARKERS)],
             )
@@ -401,15 +400,15 @@ def chart_peers(data: dict[str, Any], name: str, records: list[Record], out: Pat
     for row, protocol in zip(axes, protocols, strict=True):
         mine = [r for r in records if r["spec"]["protocol"] == protocol]
         for ax, (metric, title) in zip(row, panels, strict=True):
-            for i, ((impl,), group) in enumerate(group_records(mine, "impl").items()):
+            for (impl,), group in group_records(mine, "impl").items():
                 draw_series(
                     ax,
                     group,
                     lambda r: r["spec"]["connections"],
                     metric,
                     label=impl,
-                    color=COLORS.get(impl, "black"),
-                    marker=MARKERS[i % len(MARKERS)],
+                    color=registry.style_of(impl).colour,
+                    marker=registry.style_of(impl).marker,
                 )
             ax.set_xscale("log")
             if metric != "rps":
@@ -490,7 +489,7 @@ def plot_benchmark_json(data: dict[str, Any], out_dir: Path) -> list[Path]:
                         stats["q3"] * 1e6,
                     )
                 )
-        for i, (backend, points) in enumerate(sorted(lines.items())):
+        for backend, points in sorted(lines.items(), key=lambda kv: registry.draw_order(kv[0])):
             points.sort()
             xs, med, lo, hi = zip(*points, strict=True)
             ax.errorbar(
@@ -500,23 +499,17 @@ def plot_benchmark_json(data: dict[str, Any], out_dir: Path) -> list[Path]:
                     [m - q for m, q in zip(med, lo, strict=True)],
                     [q - m for m, q in zip(med, hi, strict=True)],
                 ],
-                color=COLORS.get(backend, "black"),
-                marker=MARKERS[i % len(MARKERS)],
+                color=registry.style_of(backend).colour,
+                marker=registry.style_of(backend).marker,
                 capsize=3,
                 label=backend,
             )
-        ceiling = benches[0]["extra_info"].get("select_ceiling")
-        if ceiling:
-            ax.axvline(ceiling, color=COLORS["select"], linestyle=":")
-            ax.annotate(
-                f"select: FD_SETSIZE ({ceiling})",
-                (ceiling, 0.9),
-                xycoords=("data", "axes fraction"),
-                xytext=(4, 0),
-                textcoords="offset points",
-                fontsize=8,
-                color=COLORS["select"],
-            )
+        # The file says a ceiling was reached ("select_ceiling", pytest-benchmark's
+        # extra_info); the registry says whose, and how to draw it.
+        if benches[0]["extra_info"].get("select_ceiling"):
+            for entry in registry.entries():
+                if entry.name in lines and entry.fd_ceiling is not None:
+                    mark_benchmark_ceiling(ax, entry.name, entry.fd_ceiling)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(benches[0]["extra_info"].get("x_label", "registered descriptors N (log)"))
@@ -528,6 +521,21 @@ def plot_benchmark_json(data: dict[str, Any], out_dir: Path) -> list[Path]:
         stem = "bench-" + re.sub(r"[^A-Za-z0-9]+", "-", group).strip("-")
         paths += finish(fig, f"pytest-benchmark: {group}", caption, out_dir, stem)
     return paths
+
+
+def mark_benchmark_ceiling(ax: Axes, impl: str, ceiling: int) -> None:
+    """A dotted line at the descriptor count ``impl`` cannot reach, labelled."""
+    colour = registry.style_of(impl).colour
+    ax.axvline(ceiling, color=colour, linestyle=":")
+    ax.annotate(
+        ceiling_label(impl),
+        (ceiling, 0.9),
+        xycoords=("data", "axes fraction"),
+        xytext=(4, 0),
+        textcoords="offset points",
+        fontsize=8,
+        color=colour,
+    )
 
 
 def plot_file(path: Path, out_dir: Path | None) -> list[Path]:

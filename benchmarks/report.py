@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from benchmarks.stats import (
     CONFIDENCE,
     RESAMPLES,
     SEED,
-    Comparison,
     Ratio,
     Verdict,
     ratio_if_defined,
@@ -37,40 +35,24 @@ from benchmarks.stats import (
 )
 from muxlab.atomic import write_text_atomic
 from muxlab.errors import UsageError
+from muxlab.goals import Goal
+from servers import registry
 
 BEGIN = "<!-- muxlab report begin -->"
 END = "<!-- muxlab report end -->"
 
 
-@dataclass(frozen=True)
-class Goal:
-    """A claim a ratio must satisfy, ``ratio <comparison> bound``; the verdict is
-    :func:`benchmarks.stats.verdict`'s."""
-
-    comparison: Comparison
-    bound: float
-
-    def verdict(self, ratio: Ratio) -> Verdict:
-        return verdict(ratio, self.comparison, self.bound)
-
-    def text(self) -> str:
-        return f"{self.comparison} {self.bound:g}".replace(">=", "&ge;").replace("<=", "&le;")
+def judge(goal: Goal, ratio: Ratio) -> Verdict:
+    """:func:`benchmarks.stats.verdict` of ``ratio`` against ``goal``."""
+    return verdict(ratio, goal.comparison, goal.bound)
 
 
-# The claims of the README's introduction, by what they compare (docs/sweep.md).
-IDLE_GOALS: dict[str, Goal | None] = {
-    "epoll-lt": Goal(">=", 0.9),
-    "epoll-et": Goal(">=", 0.9),
-    "poll": None,  # expected to collapse: no goal, the number is the point
-    "select": None,
-}
-CPU_GOALS: dict[str, Goal] = {
-    "uvloop-protocol": Goal("<=", 1.0),
-    "asyncio-protocol": Goal("<", 1.0),
-    "asyncio-streams": Goal("<", 1.0),
-}
-EPOLL = ("epoll-lt", "epoll-et")
-URING = "io_uring"
+def goal_markdown(goal: Goal) -> str:
+    return goal.text().replace(">=", "&ge;").replace("<=", "&le;")
+
+
+# The claims of the README's introduction, by what they compare (docs/sweep.md): each
+# implementation's goals are its roles in the registry (servers/registry.py).
 CHART_TITLES = {
     "active": "active connections",
     "idle": "idle connections",
@@ -175,8 +157,13 @@ def idle_ratio(data: dict[str, Any], backend: str) -> tuple[int, Ratio] | None:
 
 
 def idle_headline(data: dict[str, Any]) -> list[str]:
+    """Ratio (a) of every mechanism without a descriptor ceiling (a ceiling is
+    :func:`ceiling_headline`'s)."""
     kept = []
-    for backend in ("poll", *EPOLL):
+    for entry in registry.entries():
+        if not entry.roles.idle_ratio or entry.fd_ceiling is not None:
+            continue
+        backend = entry.name
         found = idle_ratio(data, backend)
         if found is not None:
             kept.append(f"{backend} {ratio_text(found[1])} at {number(found[0])} idle")
@@ -188,17 +175,27 @@ def idle_headline(data: dict[str, Any]) -> list[str]:
     ]
 
 
-def select_headline(data: dict[str, Any]) -> list[str]:
-    """select's ceiling: its highest measured idle point, and the points it could not hold."""
-    _, loaded = idle_points(data, "select")
+def ceiling_headline(data: dict[str, Any]) -> list[str]:
+    """Each mechanism with a descriptor ceiling (select's FD_SETSIZE): its highest measured
+    idle point, and the points it could not hold."""
+    return [
+        line
+        for entry in registry.entries()
+        if entry.roles.idle_ratio and entry.fd_ceiling is not None
+        for line in ceiling_line(data, entry.name)
+    ]
+
+
+def ceiling_line(data: dict[str, Any], impl: str) -> list[str]:
+    _, loaded = idle_points(data, impl)
     measured = [r["spec"]["idle"] for r in loaded if r["status"] == "done"]
     if not measured:
         return []
     line = (
-        f"select was measured up to {number(max(measured))} idle connections (beside "
+        f"{impl} was measured up to {number(max(measured))} idle connections (beside "
         f"{IDLE_ACTIVE_CONNECTIONS} active)"
     )
-    skipped = [r for r in matching(data, impl="select") if r["status"] == "skipped"]
+    skipped = [r for r in matching(data, impl=impl) if r["status"] == "skipped"]
     if skipped:
         # The reason of the smallest skipped idle point says where the ceiling is.
         first = min(skipped, key=lambda r: (r["spec"]["idle"] == 0, r["spec"]["idle"]))
@@ -222,12 +219,22 @@ def ltet_point(data: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def ltet_pair() -> tuple[str, str] | None:
+    """The LT/ET experiment's level- and edge-triggered mechanisms: the first of each in
+    the registry's order."""
+    ltet = [e for e in registry.entries() if e.roles.ltet]
+    level = [e.name for e in ltet if not e.edge_triggered]
+    edge = [e.name for e in ltet if e.edge_triggered]
+    return (level[0], edge[0]) if level and edge else None
+
+
 def ltet_headline(data: dict[str, Any]) -> list[str]:
     spec = ltet_point(data)
-    if spec is None:
+    pair = ltet_pair()
+    if spec is None or pair is None:
         return []
-    lt = grid_record(data, impl="epoll-lt", **spec)
-    et = grid_record(data, impl="epoll-et", **spec)
+    lt = grid_record(data, impl=pair[0], **spec)
+    et = grid_record(data, impl=pair[1], **spec)
     eagain = [median_text(values(r, "reads_eagain_per_request"), "", 2) for r in (et, lt)]
     cpu = ratio_if_defined(values(et, "cpu_us_per_request"), values(lt, "cpu_us_per_request"))
     if "-" in eagain or cpu is None:
@@ -244,7 +251,7 @@ def ltet_headline(data: dict[str, Any]) -> list[str]:
 def capacity_headline(data: dict[str, Any]) -> list[str]:
     ratios = [
         f"{top} / {bottom} {ratio_text(ratio)}"
-        for top, bottom in capacity.RATIO_PAIRS
+        for top, bottom in capacity.ratio_pairs()
         if (ratio := capacity.capacity_ratio(data, top, bottom, capacity.RATIO_COLD)) is not None
     ]
     if not ratios:
@@ -255,11 +262,23 @@ def capacity_headline(data: dict[str, Any]) -> list[str]:
 
 
 def uring_headline(data: dict[str, Any]) -> list[str]:
-    """io_uring against epoll-lt at the most connections where both were measured."""
+    """Each completion loop (io_uring) against the registry's baseline (epoll-lt)."""
+    baseline = registry.where(lambda r: r.uring_baseline)
+    if not baseline:
+        return []
+    return [
+        line
+        for loop in registry.names("completion loop")
+        for line in completion_line(data, loop, baseline[0])
+    ]
+
+
+def completion_line(data: dict[str, Any], loop: str, baseline: str) -> list[str]:
+    """``loop`` against ``baseline`` at the most connections where both were measured."""
     pairs = []
-    for record in matching(data, impl=URING, protocol="echo", idle=0, msg_bytes=RATIO_MSG_BYTES):
+    for record in matching(data, impl=loop, protocol="echo", idle=0, msg_bytes=RATIO_MSG_BYTES):
         spec = {k: v for k, v in record["spec"].items() if k != "impl"}
-        epoll = grid_record(data, impl="epoll-lt", **spec)
+        epoll = grid_record(data, impl=baseline, **spec)
         if record["status"] == "done" and epoll is not None and epoll["status"] == "done":
             pairs.append((record["spec"]["connections"], record, epoll))
     if not pairs:
@@ -269,7 +288,7 @@ def uring_headline(data: dict[str, Any]) -> list[str]:
     if cpu is None:
         return []
     line = (
-        f"io_uring against epoll-lt ({number(conns)} connections, {number(RATIO_MSG_BYTES)} B "
+        f"{loop} against {baseline} ({number(conns)} connections, {number(RATIO_MSG_BYTES)} B "
         f"echo): server CPU per request ratio {ratio_text(cpu)}"
     )
     calls = [median_text(syscalls_per_request(r), "", 2) for r in (uring, epoll)]
@@ -282,7 +301,7 @@ def headline(data: dict[str, Any]) -> list[str]:
     """The results in words, each with its numbers from the file."""
     lines = [
         *idle_headline(data),
-        *select_headline(data),
+        *ceiling_headline(data),
         *ltet_headline(data),
         *capacity_headline(data),
         *uring_headline(data),
@@ -318,19 +337,23 @@ def idle_row(data: dict[str, Any], backend: str, goal: Goal | None) -> str | Non
     top = max(loaded, key=lambda r: r["spec"]["idle"])
     ratio = ratio_if_defined(values(top, "rps"), values(base, "rps"))
     ratio_cell = "-" if ratio is None else f"**{ratio_text(ratio)}**"
-    verdict_cell = "-" if ratio is None or goal is None else goal.verdict(ratio)
+    verdict_cell = "-" if ratio is None or goal is None else judge(goal, ratio)
     cpu = metric_cell(top, "cpu_us_per_request", " us", 1)
     cpu_base = metric_cell(base, "cpu_us_per_request", "", 1)
     return (
         f"| {backend} | {metric_cell(base, 'rps')} | "
         f"{metric_cell(top, 'rps')} at {number(top['spec']['idle'])} idle | "
-        f"{ratio_cell} | {goal.text() if goal else '-'} | {verdict_cell} | "
+        f"{ratio_cell} | {goal_markdown(goal) if goal else '-'} | {verdict_cell} | "
         f"{cpu} ({cpu_base} at 0 idle) |"
     )
 
 
 def idle_section(data: dict[str, Any]) -> list[str]:
-    rows = [row for b, g in IDLE_GOALS.items() if (row := idle_row(data, b, g)) is not None]
+    rows = [
+        row
+        for e in registry.entries()
+        if e.roles.idle_ratio and (row := idle_row(data, e.name, e.roles.idle_goal)) is not None
+    ]
     if not rows:
         return []
     return [
@@ -355,16 +378,22 @@ def cpu_cell(data: dict[str, Any], backend: str, reference: str, conns: int, goa
     ratio = ratio_if_defined(
         values(mine, "cpu_us_per_request"), values(theirs, "cpu_us_per_request")
     )
-    return "-" if ratio is None else f"{ratio_text(ratio)} {goal.verdict(ratio)}"
+    return "-" if ratio is None else f"{ratio_text(ratio)} {judge(goal, ratio)}"
 
 
 def cpu_section(data: dict[str, Any]) -> list[str]:
     rows = []
-    for reference, goal in CPU_GOALS.items():
-        for backend in EPOLL:
+    for entry in registry.entries():
+        goal = entry.roles.cpu_goal
+        if goal is None:
+            continue
+        reference = entry.name
+        for backend in registry.where(lambda r: r.cpu_subject):
             cells = [cpu_cell(data, backend, reference, c, goal) for c in RATIO_CONNECTIONS]
             if any(cell != "-" for cell in cells):
-                rows.append(f"| {backend} / {reference} | {' | '.join(cells)} | {goal.text()} |")
+                rows.append(
+                    f"| {backend} / {reference} | {' | '.join(cells)} | {goal_markdown(goal)} |"
+                )
     if not rows:
         return []
     header = " | ".join(f"{number(c)} connections" for c in RATIO_CONNECTIONS)
@@ -403,7 +432,7 @@ def capacity_section(data: dict[str, Any]) -> list[str]:
         *rows,
     ]
     ratios = []
-    for top, bottom in capacity.RATIO_PAIRS:
+    for top, bottom in capacity.ratio_pairs():
         ratio = capacity.capacity_ratio(data, top, bottom, capacity.RATIO_COLD)
         if ratio is not None:
             ratios.append(f"{top} / {bottom} **{ratio_text(ratio)}**")

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.experiments import PointSpec, SweepPlan, plan_to_json
+from benchmarks.experiments import SweepPlan, plan_to_json
 from benchmarks.names import check_safe_name
 from benchmarks.stats import median_interval
 from muxlab.atomic import write_json_atomic, write_text_atomic
@@ -323,10 +323,6 @@ def read_results_json(path: Path) -> dict[str, Any]:
         # elsewhere (issue 9).
         check_safe_name("experiment name", str(experiment.get("name")))
     return data
-
-
-def point_spec(record: dict[str, Any]) -> PointSpec:
-    return PointSpec(**record["spec"])
 
 
 def results_csv(data: dict[str, Any]) -> str:

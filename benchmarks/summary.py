@@ -1,10 +1,12 @@
-"""The sweep's stdout report: one table row per point, then the headline ratios (issue 4).
+"""The sweep's stdout report: one table row per point, then the headline ratios.
 
 (a) throughput at 10 active + the most idle connections measured, as a fraction of the
     same backend's 0-idle throughput (epoll should stay near 1, poll should collapse);
 (b) server CPU per request of each epoll backend over uvloop's, at 100 and 1000
     connections with 1 KiB echo messages;
 (c) the same over asyncio's protocol and streams servers.
+Which implementations enter each ratio, and the goal each is judged against, are their
+roles in the implementation registry (:class:`servers.registry.SweepRoles`).
 Every ratio is a ratio of medians over the valid repeats, with a percentile-bootstrap 95%
 interval (each side's repeats resampled on their own, fixed seed: benchmarks/stats.py) and
 a verdict against its goal: met, missed, or undecided when the interval crosses the goal.
@@ -18,17 +20,10 @@ from typing import Any
 
 from benchmarks.experiments import IDLE_ACTIVE_CONNECTIONS, RATIO_CONNECTIONS, RATIO_MSG_BYTES
 from benchmarks.results import valid_runs
-from benchmarks.stats import RESAMPLES, Comparison, Ratio, ratio_of_medians, verdict
+from benchmarks.stats import RESAMPLES, Ratio, ratio_of_medians, verdict
+from muxlab.goals import Goal
+from servers import registry
 
-IDLE_BACKENDS = ("epoll-lt", "epoll-et", "poll", "select")
-EPOLL = ("epoll-lt", "epoll-et")
-CPU_REFERENCES = ("uvloop-protocol", "asyncio-protocol", "asyncio-streams")
-
-
-# Goals of the headline ratios (issue 4): (comparison, goal) per ratio family.
-IDLE_GOAL: tuple[Comparison, float] = (">=", 0.9)  # epoll keeps 90% of its 0-idle rate
-UVLOOP_GOAL: tuple[Comparison, float] = ("<=", 1.0)  # no more CPU per request than uvloop
-ASYNCIO_GOAL: tuple[Comparison, float] = ("<", 1.0)  # less CPU per request than asyncio
 INTERVAL_NOTE = (
     "median of the valid repeats; [low-high] = percentile-bootstrap 95% interval of the "
     f"median ({RESAMPLES} resamples, fixed seed); min-max = range of the valid repeats"
@@ -55,7 +50,7 @@ def samples(record: dict[str, Any] | None, metric: str) -> list[float]:
     return [float(v) for v in values if v is not None]
 
 
-def format_ratio(ratio: Ratio, goal: tuple[Comparison, float] | None) -> str:
+def format_ratio(ratio: Ratio, goal: Goal | None) -> str:
     """``0.97 [0.93-1.01] undecided (goal >= 0.9)``; no verdict without a goal."""
     interval = (
         f" [{ratio.interval.low:.2f}-{ratio.interval.high:.2f}]"
@@ -64,9 +59,8 @@ def format_ratio(ratio: Ratio, goal: tuple[Comparison, float] | None) -> str:
     )
     if goal is None:
         return f"{ratio.value:.2f}{interval}"
-    comparison, value = goal
-    judged = verdict(ratio, comparison, value)
-    return f"{ratio.value:.2f}{interval} {judged} (goal {comparison} {value:g})"
+    judged = verdict(ratio, goal.comparison, goal.bound)
+    return f"{ratio.value:.2f}{interval} {judged} (goal {goal.text()})"
 
 
 def find(data: dict[str, Any], **spec: Any) -> dict[str, Any] | None:
@@ -127,7 +121,10 @@ def point_flags(record: dict[str, Any]) -> list[str]:
 
 def idle_ratios(data: dict[str, Any]) -> list[str]:
     lines = ["(a) throughput at 10 active + most idle, as a fraction of 0 idle (closed loop):"]
-    for backend in IDLE_BACKENDS:
+    for entry in registry.entries():
+        if not entry.roles.idle_ratio:
+            continue
+        backend = entry.name
         base = find(
             data,
             impl=backend,
@@ -148,13 +145,13 @@ def idle_ratios(data: dict[str, Any]) -> list[str]:
         ]
         base_rps = samples(base, "rps")
         if not loaded or not base_rps:
-            lines.append(f"    {backend:<10} n/a (no 0-idle and idle points in this run)")
+            lines.append(f"    {backend:<13} n/a (no 0-idle and idle points in this run)")
             continue
         top = max(loaded, key=lambda r: r["spec"]["idle"])
         ratio = ratio_of_medians(samples(top, "rps"), base_rps)
-        goal = IDLE_GOAL if backend in EPOLL else None  # poll and select: expected to fall
         lines.append(
-            f"    {backend:<10} {format_ratio(ratio, goal)}  at {top['spec']['idle']:,} idle "
+            f"    {backend:<13} {format_ratio(ratio, entry.roles.idle_goal)}  "
+            f"at {top['spec']['idle']:,} idle "
             f"({median(top, 'rps'):,.0f} vs {median(base, 'rps'):,.0f} req/s)"
         )
     return lines
@@ -165,8 +162,11 @@ def cpu_ratios(data: dict[str, Any]) -> list[str]:
         "(b, c) server CPU per request, epoll backend / reference "
         f"({RATIO_MSG_BYTES} B echo; < 1 means muxlab is cheaper):"
     ]
+    subjects = registry.where(lambda r: r.cpu_subject)
+    references = [e for e in registry.entries() if e.roles.cpu_goal is not None]
     for conns in RATIO_CONNECTIONS:
-        for reference in CPU_REFERENCES:
+        for entry in references:
+            reference = entry.name
             ref = samples(
                 find(
                     data,
@@ -180,9 +180,9 @@ def cpu_ratios(data: dict[str, Any]) -> list[str]:
             )
             if not ref:
                 continue  # this run did not measure that reference at that count
-            goal = UVLOOP_GOAL if reference.startswith("uvloop") else ASYNCIO_GOAL
+            goal = entry.roles.cpu_goal
             cells = []
-            for backend in EPOLL:
+            for backend in subjects:
                 own = samples(
                     find(
                         data,

@@ -51,10 +51,10 @@ from benchmarks.results import (
 )
 from benchmarks.validity import RepeatEvidence, repeat_problems, rules_for
 from loadgen.result import CLIENT_BOUND_UTIL
-from servers.backends import BACKENDS
-from servers.peers import PEER_NAMES, NginxServer, peer_unavailable_reason
-from servers.process import ServerProcess, ServerProcessError, terminate
+from servers import registry
+from servers.process import ServerProcessError, terminate
 from servers.protocols import HTTP_OK
+from servers.registry import ServerRequest
 
 PHASE_MEASURE = "muxlab load: phase measure"
 PHASE_END = "muxlab load: phase end"
@@ -129,28 +129,13 @@ def default_cpus() -> tuple[int, tuple[int, ...]]:
 
 
 def unavailable_reason(point: PointSpec) -> str | None:
-    if point.impl in PEER_NAMES:
-        return peer_unavailable_reason(point.impl, point.protocol)
-    return BACKENDS[point.impl].unavailable_reason()  # type: ignore[index]
+    return registry.get(point.impl).unavailable_reason(point.protocol)
 
 
 def make_server(point: PointSpec, cpu: int, log_path: Path | None = None) -> ServerUnderTest:
-    if point.impl == "nginx":
-        return NginxServer(
-            point.protocol,
-            cpu=cpu,
-            connections=point.total_connections + 100,
-            log_path=log_path,
-        )
-    if point.impl in PEER_NAMES:
-        return ServerProcess(
-            point.impl,
-            point.protocol,
-            cpu=cpu,
-            command=("-m", "servers.peers"),
-            impl_option="--impl",
-        )
-    return ServerProcess(point.impl, point.protocol, cpu=cpu)
+    """The point's server, not started, as its registry entry starts it."""
+    request = ServerRequest(point.protocol, cpu, point.total_connections, log_path)
+    return registry.get(point.impl).server(request)
 
 
 def reply_bytes(point: PointSpec) -> int:

@@ -4,12 +4,18 @@ The server (nginx with one worker when installed, else muxlab's epoll-lt HTTP se
 pinned to the first CPU, each client in turn to the second, one thread/process each, 100
 connections, closed loop, no pipelining. The rounds alternate wrk and muxlab load so that
 drift on the machine hits both; ``extra_info`` has each one's requests/s and CPU time per
-request, and ``ratio`` = muxlab load's requests/s / wrk's (the issue's goal: >= 1.0).
+request, ``ratio`` = muxlab load's requests/s / wrk's with its per-round spread, the goal
+(``goal_ratio``: >= 1.0) and the verdict against it (``goal_verdict``: met when every
+round's ratio is at or above it, missed when every one is below, undecided otherwise).
+
+Asserted, because it does not depend on timing: every round of both clients completed
+with zero errors (wrk: no socket errors, no non-2xx reply; muxlab load: an empty error
+table and exit status 0) and answered requests. Reported, not asserted: the ratio and its
+verdict, since a timing goal is not a test.
 
 ``test_muxlab_load_vs_wrk_default_nginx`` does the same against nginx with its *default*
 ``keepalive_requests`` (1000): both clients reopen each connection after its 1000th
-reply. The run must be clean (zero errors, asserted); the ratio is reported, not
-asserted, since a timing goal is not a test. Run on a quiet machine:
+reply, and muxlab load must count those reconnects (asserted). Run on a quiet machine:
 
     pytest --benchmark-only benchmarks/test_loadgen_vs_wrk.py -s
 """
@@ -34,6 +40,7 @@ from tests.http_servers import DefaultKeepaliveNginx
 CONNECTIONS = 100
 DURATION_S = 5
 ROUNDS = 3
+GOAL_RATIO = 1.0  # muxlab load at least as fast as wrk on one client CPU
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +82,7 @@ def run_muxlab(port: int, cpu: int) -> tuple[float, float, int]:
     return result.rps, cpu_s / result.requests_ok * 1e6, result.reconnects
 
 
-def compare(wrk: str, port: int, cpu: int) -> dict[str, float]:
+def compare(wrk: str, port: int, cpu: int) -> dict[str, float | str]:
     wrk_runs, muxlab_runs = [], []
     for _ in range(ROUNDS):
         wrk_runs.append(run_wrk(wrk, port, cpu))
@@ -84,6 +91,9 @@ def compare(wrk: str, port: int, cpu: int) -> dict[str, float]:
     muxlab_rps = statistics.median(r for r, _, _ in muxlab_runs)
     ratios = sorted(m[0] / w[0] for m, w in zip(muxlab_runs, wrk_runs, strict=True))
     return {
+        "rounds": len(ratios),
+        "requests_answered": min(r for r, _ in wrk_runs) > 0
+        and min(r for r, _, _ in muxlab_runs) > 0,
         "wrk_rps": round(wrk_rps),
         "muxlab_rps": round(muxlab_rps),
         "ratio": round(muxlab_rps / wrk_rps, 3),
@@ -92,7 +102,16 @@ def compare(wrk: str, port: int, cpu: int) -> dict[str, float]:
         "muxlab_reconnects": max(n for _, _, n in muxlab_runs),
         "wrk_cpu_us_per_request": round(statistics.median(c for _, c in wrk_runs), 3),
         "muxlab_cpu_us_per_request": round(statistics.median(c for _, c, _ in muxlab_runs), 3),
+        "goal_ratio": GOAL_RATIO,
+        "goal_verdict": goal_verdict(ratios),
     }
+
+
+def goal_verdict(ratios: list[float]) -> str:
+    """Against :data:`GOAL_RATIO`, over the per-round ratios (reported, never asserted)."""
+    if min(ratios) >= GOAL_RATIO:
+        return "met"
+    return "missed" if max(ratios) < GOAL_RATIO else "undecided"
 
 
 def test_muxlab_load_vs_wrk(
@@ -111,7 +130,8 @@ def test_muxlab_load_vs_wrk(
         **numbers,
     )
     print(f"\nmuxlab load vs wrk: {numbers}")
-    assert numbers["wrk_rps"] > 0 and numbers["muxlab_rps"] > 0
+    # Zero errors in every round is asserted inside run_wrk and run_muxlab.
+    assert numbers["rounds"] == ROUNDS and numbers["requests_answered"] is True
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +154,7 @@ def test_muxlab_load_vs_wrk_default_nginx(
     )
     benchmark.extra_info.update(  # type: ignore[attr-defined]
         server="nginx, default keepalive_requests", connections=CONNECTIONS,
-        client_cpu=client_cpu, goal_ratio=1.0, **numbers,
+        client_cpu=client_cpu, **numbers,
     )  # fmt: skip
     print(f"\nmuxlab load vs wrk, default nginx: {numbers}")
     # Clean runs are asserted in run_muxlab and run_wrk; the reopened connections show.

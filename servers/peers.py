@@ -32,18 +32,35 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self, get_args
+from typing import Any, Literal, Self
 
 from servers.counters import Counters, format_counters_line
 from servers.process import ChildServer, ServerProcessError, terminate
 from servers.protocols import HTTP_BODY, PROTOCOL_NAMES, PROTOCOLS, ProtocolName
 
-PeerName = Literal[
-    "asyncio-protocol", "asyncio-streams", "uvloop-protocol", "uvloop-streams", "nginx"
-]
-PEER_NAMES: tuple[PeerName, ...] = get_args(PeerName)
-PYTHON_PEERS: tuple[PeerName, ...] = PEER_NAMES[:4]
+PythonPeerName = Literal["asyncio-protocol", "asyncio-streams", "uvloop-protocol", "uvloop-streams"]
+
+
+@dataclass(frozen=True)
+class PythonPeer:
+    """One Python peer: which event loop runs it and which asyncio API it is written in."""
+
+    name: PythonPeerName
+    uvloop: bool  # uvloop's loop (libuv, in C) instead of asyncio's (selectors, epoll)
+    streams: bool  # asyncio.start_server and streams instead of a Protocol class
+
+
+PYTHON_PEERS: dict[str, PythonPeer] = {
+    peer.name: peer
+    for peer in (
+        PythonPeer("asyncio-protocol", uvloop=False, streams=False),
+        PythonPeer("asyncio-streams", uvloop=False, streams=True),
+        PythonPeer("uvloop-protocol", uvloop=True, streams=False),
+        PythonPeer("uvloop-streams", uvloop=True, streams=True),
+    )
+}
 
 READY_LINE = "muxlab: listening on {host}:{port} backend={impl} protocol={protocol}"
 # Only what a peer really measures goes into its counters line; a 0 for wait_calls would
@@ -72,15 +89,16 @@ def nginx_path() -> str | None:
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 
 
-def peer_unavailable_reason(name: str, protocol: str) -> str | None:
-    """Why ``name`` cannot serve ``protocol`` here, or ``None`` when it can."""
-    if name.startswith("uvloop") and uvloop_missing():
+def python_peer_unavailable_reason(name: str) -> str | None:
+    """Why the Python peer ``name`` cannot run here, or ``None`` when it can."""
+    if PYTHON_PEERS[name].uvloop and uvloop_missing():
         return "uvloop is not installed (pip install uvloop)"
-    if name == "nginx":
-        if protocol != "http":
-            return "nginx is compared on HTTP only"
-        if nginx_path() is None:
-            return "nginx is not installed (Debian package nginx-light)"
+    return None
+
+
+def nginx_unavailable_reason() -> str | None:
+    if nginx_path() is None:
+        return "nginx is not installed (Debian package nginx-light)"
     return None
 
 
@@ -162,11 +180,11 @@ def streams_handler(
     return handle
 
 
-async def serve_python_peer(impl: PeerName, protocol: ProtocolName, host: str, port: int) -> None:
+async def serve_python_peer(impl: str, protocol: ProtocolName, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     counters = Counters()
     server: asyncio.base_events.Server
-    if impl.endswith("-streams"):
+    if PYTHON_PEERS[impl].streams:
         server = await asyncio.start_server(
             streams_handler(protocol, counters), host, port, backlog=BACKLOG
         )
@@ -190,9 +208,9 @@ async def serve_python_peer(impl: PeerName, protocol: ProtocolName, host: str, p
     print(format_counters_line(counters_snapshot(counters)), flush=True)
 
 
-def run_python_peer(impl: PeerName, protocol: ProtocolName, host: str, port: int) -> None:
+def run_python_peer(impl: str, protocol: ProtocolName, host: str, port: int) -> None:
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    if impl.startswith("uvloop"):
+    if PYTHON_PEERS[impl].uvloop:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
@@ -205,13 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m servers.peers",
         description="Run a reference peer server with muxlab serve's process interface.",
     )
-    parser.add_argument("--impl", choices=PYTHON_PEERS, required=True)
+    parser.add_argument("--impl", choices=list(PYTHON_PEERS), required=True)
     parser.add_argument("--protocol", choices=PROTOCOL_NAMES, default="echo")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU number")
     args = parser.parse_args(argv)
-    reason = peer_unavailable_reason(args.impl, args.protocol)
+    reason = python_peer_unavailable_reason(args.impl)
     if reason is not None:
         parser.exit(2, f"{parser.prog}: error: {args.impl}: {reason}\n")
     if args.cpu is not None:
@@ -319,6 +337,9 @@ def children_of(pid: int) -> list[int]:
 class NginxServer(ChildServer):
     """nginx with one worker; the same methods as :class:`ServerProcess` that a sweep uses."""
 
+    # Its configuration (NGINX_CONF) serves one HTTP location: HTTP is all it is compared on.
+    protocols: tuple[ProtocolName, ...] = ("http",)
+
     def __init__(
         self,
         protocol: str = "http",
@@ -330,7 +351,9 @@ class NginxServer(ChildServer):
     ) -> None:
         """``log_path``: where nginx's stderr (its error log) goes; default: a file in its
         temporary directory, removed with it."""
-        reason = peer_unavailable_reason("nginx", protocol)
+        if protocol not in self.protocols:
+            raise ServerProcessError(f"nginx is compared on HTTP only, not {protocol}")
+        reason = nginx_unavailable_reason()
         if reason is not None:
             raise ServerProcessError(reason)
         self.host = host
@@ -440,9 +463,6 @@ class NginxServer(ChildServer):
     def counters(self, timeout_s: float = 5.0) -> dict[str, Any]:
         user_s, system_s = cpu_seconds_of(self._worker_pid)
         return {"cpu_user_s": user_s, "cpu_system_s": system_s}
-
-    def cpu_seconds(self) -> float:
-        return sum(cpu_seconds_of(self._worker_pid))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from servers.backends import BACKEND_NAMES, BACKENDS, READINESS_BACKEND_NAMES
+from servers import registry
 from servers.process import ServerProcess
 
 
@@ -24,20 +24,48 @@ def require_available(name: str, reason: str | None) -> None:
 
 
 def require_backend(name: str) -> str:
-    require_available(name, BACKENDS[name].unavailable_reason())  # type: ignore[index]
+    require_available(name, registry.get(name).check())
     return name
 
 
-@pytest.fixture(params=BACKEND_NAMES)
+# The fixtures' parameters come from the implementation registry: a backend added there
+# is in every contract suite without a line here.
+def served_names() -> tuple[str, ...]:
+    """Every implementation ``muxlab serve --backend`` takes, readiness or completion."""
+    return registry.names("readiness backend", "completion loop")
+
+
+def readiness_names() -> tuple[str, ...]:
+    """The backends behind the readiness interface (register, modify, unregister, wait)."""
+    return registry.names("readiness backend")
+
+
+def python_peer_names() -> tuple[str, ...]:
+    return registry.names("python peer")
+
+
+@pytest.fixture(params=served_names())
 def backend(request: pytest.FixtureRequest) -> str:
     """Every implementation ``muxlab serve --backend`` takes, readiness or completion."""
     return require_backend(request.param)
 
 
-@pytest.fixture(params=READINESS_BACKEND_NAMES)
+@pytest.fixture(params=readiness_names())
 def readiness_backend(request: pytest.FixtureRequest) -> str:
     """The backends behind the readiness interface (register, modify, unregister, wait)."""
     return require_backend(request.param)
+
+
+def _python_peer_param(name: str) -> object:
+    reason = registry.get(name).check()
+    return pytest.param(name, marks=[pytest.mark.skip(reason=reason)] if reason else [], id=name)
+
+
+@pytest.fixture(params=[_python_peer_param(name) for name in python_peer_names()])
+def python_peer(request: pytest.FixtureRequest) -> str:
+    """Every Python peer (servers/peers.py); one whose loop is not installed is skipped."""
+    name: str = request.param
+    return name
 
 
 ServerFactory = Callable[..., ServerProcess]

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from loadgen import LoadConfig, LoadResult, run_load
+from servers import registry
 from servers.backends import BACKEND_NAMES
-from servers.peers import PYTHON_PEERS, peer_unavailable_reason
+from servers.peers import nginx_unavailable_reason
 from servers.process import ServerProcess
 from servers.protocols import HTTP_BODY, HTTP_OK
 from tests.conftest import ServerFactory
@@ -178,11 +179,11 @@ def test_method_path_and_headers_are_sent(stub_server: StubFactory) -> None:
 
 def _server_params() -> list[object]:
     params: list[object] = [pytest.param(("backend", name), id=name) for name in BACKEND_NAMES]
-    for name in PYTHON_PEERS:
-        reason = peer_unavailable_reason(name, "http")
+    for name in registry.names("python peer"):
+        reason = registry.get(name).unavailable_reason("http")
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(pytest.param(("peer", name), marks=marks, id=name))
-    reason = peer_unavailable_reason("nginx", "http")
+    reason = nginx_unavailable_reason()
     marks = [pytest.mark.skip(reason=reason)] if reason else []
     params.append(pytest.param(("nginx", "nginx"), marks=marks, id="nginx-default-keepalive"))
     return params

@@ -6,15 +6,17 @@ import os
 import pwd
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from servers import peers
-from servers.peers import PYTHON_PEERS, NginxServer, peer_unavailable_reason
-from servers.process import ServerProcess, ServerProcessError
+from servers import peers, registry
+from servers.peers import NginxServer
+from servers.process import READY_RE, ServerProcess, ServerProcessError, terminate
 from servers.protocols import HTTP_BODY, HTTP_OK
 from tests.clients import echo_chunks, recv_exactly, split_http_responses
 from tests.conftest import require_tool
@@ -25,15 +27,9 @@ GET = b"GET / HTTP/1.1\r\nHost: muxlab\r\n\r\n"
 Connect = Callable[[tuple[str, int]], socket.socket]
 
 
-def _peer_param(name: str) -> object:
-    reason = peer_unavailable_reason(name, "echo")
-    return pytest.param(name, marks=[pytest.mark.skip(reason=reason)] if reason else [], id=name)
-
-
-@pytest.fixture(params=[_peer_param(name) for name in PYTHON_PEERS])
-def peer(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
+@pytest.fixture
+def peer(python_peer: str) -> str:
+    return python_peer
 
 
 def peer_process(impl: str, protocol: str) -> ServerProcess:
@@ -67,9 +63,26 @@ def test_http_peer_sends_muxlab_bytes_exactly(peer: str, connect: Connect) -> No
 
 
 def test_peer_ready_line_names_the_implementation(peer: str) -> None:
-    with peer_process(peer, "echo") as server:
-        assert server.port > 0
-        assert server.host == "127.0.0.1"
+    """The first line a peer prints is muxlab serve's ready line, with its own name and
+    protocol in it, and the port it really listens on."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "servers.peers", "--impl", peer, "--protocol", "http"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().rstrip("\n")
+        ready = READY_RE.match(line)
+        assert ready is not None, line
+        assert (ready["host"], ready["backend"], ready["protocol"]) == ("127.0.0.1", peer, "http")
+        with socket.create_connection(("127.0.0.1", int(ready["port"])), timeout=10):
+            pass  # the port it names is the port it listens on
+    finally:
+        terminate(proc, signal.SIGTERM, 10.0)
+    assert proc.returncode == 0
 
 
 def test_peer_exits_zero_on_sigint() -> None:
@@ -106,10 +119,11 @@ def test_nginx_serves_the_same_body(connect: Connect) -> None:
 def test_missing_optional_peers_have_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(peers, "uvloop_missing", lambda: True)
     monkeypatch.setattr(peers, "nginx_path", lambda: None)
-    assert "uvloop is not installed" in (peer_unavailable_reason("uvloop-streams", "echo") or "")
-    assert "nginx is not installed" in (peer_unavailable_reason("nginx", "http") or "")
-    assert peer_unavailable_reason("asyncio-streams", "http") is None
-    assert peer_unavailable_reason("nginx", "echo") == "nginx is compared on HTTP only"
+    reason = registry.get("uvloop-streams").unavailable_reason("echo")
+    assert "uvloop is not installed" in (reason or "")
+    assert "nginx is not installed" in (registry.get("nginx").unavailable_reason("http") or "")
+    assert registry.get("asyncio-streams").unavailable_reason("http") is None
+    assert registry.get("nginx").unavailable_reason("echo") == "nginx is compared on HTTP only"
 
 
 def test_nginx_errors_go_to_its_log_file_and_into_the_message(

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from benchmarks import capacity
-from benchmarks.report import BEGIN, END, Goal, render
+from benchmarks.report import BEGIN, END, judge, render
 from benchmarks.results import ResultsFile, valid_runs
 from benchmarks.stats import Interval, Ratio, ratio_of_medians, ratio_text
 from muxlab.cli import main
+from muxlab.goals import Goal
 from tests.test_plot_open_loop import stored  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +154,7 @@ def interval(low: float, high: float) -> Interval:
     ],
 )
 def test_goal_verdict_is_the_stats_verdict(goal: Goal, ratio: Ratio, verdict: str) -> None:
-    assert goal.verdict(ratio) == verdict
+    assert judge(goal, ratio) == verdict
 
 
 # -- a synthetic run: known numbers, one invalid repeat, one failed point --------------

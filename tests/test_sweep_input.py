@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 
 import pytest
 
-from benchmarks.experiments import preset
+from benchmarks.experiments import PlanOverrides, apply_overrides, fd_budget, preset
 from muxlab.cli import main
+from muxlab.errors import UsageError
 from servers import peers
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "results.json"
@@ -95,11 +97,29 @@ def test_missing_peers_are_skipped_with_a_note(
 
 
 def test_presets_fit_the_descriptor_budget_and_skip_select_by_design() -> None:
+    budget = fd_budget()
     for name in ("quick", "default", "full"):
         points = preset(name).points()
         assert points
+        assert max(p.total_connections for p in points) <= budget, name
         over = [p for p in points if p.impl == "select" and p.total_connections > 1008]
         assert all(p.skip_reason() is not None for p in over)
+        fits = [p for p in points if p.impl == "select" and p.total_connections <= 1008]
+        assert fits and all(p.skip_reason() is None for p in fits)
+    # full is built from the budget: its largest point is the budget itself.
+    assert max(p.total_connections for p in preset("full").points()) == budget
+
+
+def test_a_plan_past_the_descriptor_budget_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget comes from RLIMIT_NOFILE, read when the plan is checked."""
+    hard = 2000
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (hard, hard))
+    budget = fd_budget()
+    assert budget < hard  # the server's own descriptors are reserved
+    active = next(e for e in preset("full").experiments if e.name == "active")
+    assert max(active.connections) == budget  # full's active grid ends at the budget
+    with pytest.raises(UsageError, match=f"the fd limit allows {budget}"):
+        apply_overrides(preset("quick"), PlanOverrides(connections=(budget + 1,)))
 
 
 @pytest.mark.parametrize(
