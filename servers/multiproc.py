@@ -117,7 +117,7 @@ class WorkersError(RuntimeError):
     """A worker could not start, or died: the one-line reason names it."""
 
 
-def exclusive_refusal(backend: BackendName) -> str | None:
+def exclusive_refusal(backend: str) -> str | None:
     """Why ``--balance exclusive`` cannot run on ``backend``, or ``None`` when it can."""
     if backend in EXCLUSIVE_BACKENDS:
         return None
@@ -282,7 +282,10 @@ def describe_exit(exitcode: int | None) -> str:
     if exitcode is None:
         return "still running"
     if exitcode < 0:
-        return f"killed by {signal.Signals(-exitcode).name}"
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
     return f"exited with status {exitcode}"
 
 

@@ -118,6 +118,32 @@ def test_bad_cpu_list_is_a_usage_error(cpus: str) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_parent_stops_every_worker_with_exit_0(sig: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        [*SERVE, "--backend", "poll", "--workers", "2", "--balance", "shared"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert READY_RE.match(proc.stdout.readline().rstrip("\n"))
+        proc.send_signal(signal.SIGUSR1)
+        counters = parse_counters_line(proc.stdout.readline().rstrip("\n"))
+        assert counters is not None
+        pids = [w["pid"] for w in workers_of(counters)]
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    final = parse_counters_line(out.splitlines()[-1])
+    assert final is not None
+    assert [w["pid"] for w in workers_of(final)] == pids
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+    assert "Traceback" not in err
+
+
 def test_a_killed_worker_stops_the_server_non_zero_and_names_it() -> None:
     proc = subprocess.Popen(
         [*SERVE, "--backend", "epoll-et", "--workers", "2", "--balance", "reuseport"],
