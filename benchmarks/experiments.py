@@ -342,9 +342,10 @@ def preset(name: str) -> SweepPlan:
 
 
 def scaling_experiments(name: str) -> tuple[ExperimentSpec, ...]:
-    """herd and cores in default and full: short windows, since a herd cell is about
-    1.5 s of process start for a 0.5 s window (18 cells, ~40 s on 2 CPUs) and a cores cell
-    a load run (4 cells, ~15 s)."""
+    """herd and cores in default and full, with short windows: a herd cell starts a
+    server of up to 4 workers (one interpreter each) for a 0.3 s warm-up and a 0.5 s
+    window; default's 15 herd cells (3 exclusive-on-poll cells are skipped) took 2.5 min
+    on 2 CPUs beside other jobs (docs/sweep.md)."""
     if name == "quick":
         return ()
     long = name == "full"

@@ -58,7 +58,9 @@ def workers_of(counters: dict[str, Any]) -> list[dict[str, Any]]:
 def test_per_worker_accepts_sum_to_the_connections_made(
     start_server: ServerFactory, balance: str
 ) -> None:
-    server = start_server("epoll-lt", "echo", extra_args=["--workers", "2", "--balance", balance])
+    server = start_server(
+        "epoll-lt", "echo", extra_args=["--workers", "2", "--balance", balance], ready_timeout_s=60
+    )
     before = server.counters()
     echo_round_trips(server.address, CONNECTIONS)
     after = server.counters()
@@ -73,7 +75,9 @@ def test_per_worker_accepts_sum_to_the_connections_made(
 
 
 def test_sigusr1_line_holds_each_worker_and_their_sum(start_server: ServerFactory) -> None:
-    server = start_server("poll", "echo", extra_args=["--workers", "3", "--balance", "shared"])
+    server = start_server(
+        "poll", "echo", extra_args=["--workers", "3", "--balance", "shared"], ready_timeout_s=60
+    )
     echo_round_trips(server.address, 5)
     counters = server.counters()
     workers = workers_of(counters)
