@@ -9,7 +9,9 @@ wake-ups per accepted connection, the workers' voluntary context switches from `
 (each is a sleep after a wake-up, whether or not the wait returned); and the wake-ups that
 found nothing to accept per accepted connection (``accept_wakeups_empty`` over
 ``connections_accepted``, summed over workers). A shared listener wakes every waiter; with
-``EPOLLEXCLUSIVE`` or ``SO_REUSEPORT`` about one. The last count depends on the scheduler:
+``EPOLLEXCLUSIVE`` or ``SO_REUSEPORT`` about one; on top, every balance pays the wake-ups
+of the connections themselves (accept, then the reset to read), so none is at 0. The
+last count depends on the scheduler:
 epoll re-checks a ready listener before it returns, so a woken worker that runs after
 another took the connection sleeps again without returning, and accept never sees that
 wake-up. On few CPUs it shows less than the herd costs; the chart says how many CPUs.
