@@ -153,6 +153,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     from benchmarks import experiments, provenance, sweep
+    from benchmarks.herd import run_scaling
     from benchmarks.open_loop import run_open_loop
     from benchmarks.results import ResultsFile, now_iso
     from muxlab.environment import environment
@@ -208,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         sweep.run_points(results, plan, config)
         run_open_loop(results, plan, config)
+        run_scaling(results, plan, config)
     except KeyboardInterrupt:
         results.set_state("interrupted")
         results.write_csv()

@@ -30,12 +30,15 @@ from muxlab.errors import UsageError
 from servers import registry
 from servers.protocols import PROTOCOL_NAMES
 
-ExperimentKind = Literal["active", "idle", "ltet", "peers", "capacity", "latency"]
+ExperimentKind = Literal["active", "idle", "ltet", "peers", "capacity", "latency", "herd", "cores"]
 EXPERIMENT_KINDS: tuple[ExperimentKind, ...] = get_args(ExperimentKind)
 # Open-loop kinds have no fixed grid of rates: a capacity search picks each offered rate
 # from the steps before it, and the latency experiment takes its rate from the capacity
 # results of the same run. benchmarks/open_loop.py measures them after the grid points.
 OPEN_LOOP_KINDS: frozenset[ExperimentKind] = frozenset({"capacity", "latency"})
+# Kinds against worker count (muxlab serve --workers N): no grid of loads either;
+# benchmarks/herd.py measures them after the open-loop kinds.
+SCALING_KINDS: frozenset[ExperimentKind] = frozenset({"herd", "cores"})
 PresetName = Literal["quick", "default", "full"]
 PRESET_NAMES: tuple[PresetName, ...] = get_args(PresetName)
 
@@ -105,6 +108,20 @@ class OpenLoopSpec:
 
 
 @dataclass(frozen=True)
+class ScalingSpec:
+    """How ``herd`` and ``cores`` measure (benchmarks/herd.py). ``herd``: per backend,
+    balance and worker count, connections opened and reset in bursts for ``window_s``
+    (at most ``max_connects``). ``cores``: per backend and worker count, the load
+    generator's closed loop for ``window_s`` after ``warmup_s``."""
+
+    workers: tuple[int, ...] = (1, 2, 4)
+    balances: tuple[str, ...] = ("shared", "exclusive", "reuseport")
+    window_s: float = 1.0
+    warmup_s: float = 0.3
+    max_connects: int = 4000
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     name: str
     kind: ExperimentKind
@@ -118,10 +135,11 @@ class ExperimentSpec:
     # more than the rest (docs/sweep.md, "How many repeats").
     repeats: int | None = None
     open_loop: OpenLoopSpec | None = None  # the open-loop kinds only
+    scaling: ScalingSpec | None = None  # the scaling kinds only
 
     def points(self) -> list[PointSpec]:
-        """The grid's points; none for an open-loop kind (see :data:`OPEN_LOOP_KINDS`)."""
-        return [] if self.kind in OPEN_LOOP_KINDS else self.loads()
+        """The grid's points; none for an open-loop or scaling kind."""
+        return [] if self.kind in OPEN_LOOP_KINDS | SCALING_KINDS else self.loads()
 
     def loads(self) -> list[PointSpec]:
         """Every cell of the grid, without a rate."""
@@ -331,7 +349,31 @@ def preset(name: str) -> SweepPlan:
     interpreters start, connect, reap), plus 0.2 ms per connection for the ramp; retries
     of invalid repeats come on top."""
     plan = grid_preset(name)
-    return replace(plan, experiments=plan.experiments + open_loop_experiments(name))
+    extra = open_loop_experiments(name) + scaling_experiments(name)
+    return replace(plan, experiments=plan.experiments + extra)
+
+
+def scaling_experiments(name: str) -> tuple[ExperimentSpec, ...]:
+    """herd and cores in default and full, with short windows: a herd cell starts a
+    server of up to 4 workers (one interpreter each) for a 0.3 s warm-up and a 0.5 s
+    window; default's 15 herd cells (3 exclusive-on-poll cells are skipped) took 2.5 min
+    on 2 CPUs beside other jobs (docs/sweep.md)."""
+    if name == "quick":
+        return ()
+    long = name == "full"
+    window_s = 2.0 if long else 0.5
+    herd = ScalingSpec(workers=(1, 2, 4, 8) if long else (1, 2, 4), window_s=window_s)
+    cores = ScalingSpec(workers=(1, 2, 4) if long else (1, 2), window_s=2 * window_s)
+    return (
+        ExperimentSpec("herd", "herd", registry.where(lambda r: r.herd), scaling=herd),
+        ExperimentSpec(
+            "cores",
+            "cores",
+            registry.where(lambda r: r.cores),
+            connections=(CAPACITY_HOT_CONNECTIONS,),
+            scaling=cores,
+        ),
+    )
 
 
 def grid_preset(name: str) -> SweepPlan:
@@ -580,7 +622,7 @@ def apply_overrides(plan: SweepPlan, flags: PlanOverrides) -> SweepPlan:
     if flags.repeats is not None:
         # --repeats is the user's explicit count: it overrides every experiment's own.
         new = replace(new, experiments=tuple(replace(e, repeats=None) for e in experiments))
-    open_loop = [e for e in new.experiments if e.kind in OPEN_LOOP_KINDS]
+    open_loop = [e for e in new.experiments if e.kind in OPEN_LOOP_KINDS | SCALING_KINDS]
     if not new.experiments or not (new.points() or open_loop):
         raise UsageError("the plan has no points left to measure")
     if new.repeats < 1 or new.duration_s <= 0 or new.warmup_s < 0 or new.retries < 0:
@@ -623,6 +665,7 @@ def plan_from_json(data: dict[str, Any]) -> SweepPlan:
             pipeline=e["pipeline"],
             repeats=e.get("repeats"),
             open_loop=OpenLoopSpec(**e["open_loop"]) if e.get("open_loop") else None,
+            scaling=scaling_from_json(e["scaling"]) if e.get("scaling") else None,
         )
         for e in data["experiments"]
     )
@@ -634,4 +677,10 @@ def plan_from_json(data: dict[str, Any]) -> SweepPlan:
         data.get("preset"),
         data.get("source"),
         data.get("retries", 0),
+    )
+
+
+def scaling_from_json(data: dict[str, Any]) -> ScalingSpec:
+    return ScalingSpec(
+        **{**data, "workers": tuple(data["workers"]), "balances": tuple(data["balances"])}
     )

@@ -438,12 +438,14 @@ CHARTS: dict[str, Callable[[dict[str, Any], str, list[Record], Path], list[Path]
 def plot_results(data: dict[str, Any], out_dir: Path) -> list[Path]:
     # Imported here: that module draws with this one's helpers.
     from benchmarks.charts_open_loop import OPEN_LOOP_CHARTS
+    from benchmarks.herd import SCALING_CHARTS
 
+    own_charts = {**OPEN_LOOP_CHARTS, **SCALING_CHARTS}
     paths: list[Path] = []
     for experiment in data["plan"]["experiments"]:
         name = experiment["name"]
-        if experiment["kind"] in OPEN_LOOP_CHARTS:
-            paths += OPEN_LOOP_CHARTS[experiment["kind"]](data, name, out_dir)
+        if experiment["kind"] in own_charts:
+            paths += own_charts[experiment["kind"]](data, name, out_dir)
             continue
         records = [r for r in data["points"] if name in r["experiments"]]
         if any(r["status"] == "done" for r in records):

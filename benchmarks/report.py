@@ -60,6 +60,8 @@ CHART_TITLES = {
     "peers": "reference peers",
     "capacity": "capacity",
     "latency": "fixed-rate latency",
+    "herd": "thundering herd against workers",
+    "cores": "throughput and CPU against workers",
 }
 
 

@@ -21,6 +21,13 @@ from servers.backends import (
 )
 from servers.counters import format_counters_line, format_counters_table
 from servers.loop import FD_RESERVE, Server, ServerConfig, ServerFailedError, ServerSetupError
+from servers.multiproc import (
+    BALANCE_NAMES,
+    Supervisor,
+    WorkersConfig,
+    WorkersError,
+    exclusive_refusal,
+)
 from servers.protocols import PROTOCOL_NAMES
 from servers.uring_loop import UringServer
 
@@ -133,6 +140,27 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         help="pin the server to this CPU number (default: not pinned)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes, each with its own backend and loop; 1 (the default) is "
+        "one process, as without the option",
+    )
+    parser.add_argument(
+        "--balance",
+        choices=BALANCE_NAMES,
+        default="reuseport",
+        help="with --workers > 1: reuseport, a listener per worker (SO_REUSEPORT); shared, "
+        "one listener every worker watches (the thundering herd); exclusive, shared with "
+        "EPOLLEXCLUSIVE (epoll backends only)",
+    )
+    parser.add_argument(
+        "--cpus",
+        default=None,
+        help="pin worker i to the i-th CPU of this list, round robin: '0,1' or '0-3' "
+        "(default: not pinned)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -188,9 +216,64 @@ def create_server(config: ServerConfig) -> Server | UringServer:
     return Server(config, on_snapshot=print_counters)
 
 
+def parse_cpus(text: str | None) -> tuple[int, ...]:
+    """``0,2`` or ``0-3`` (or both, ``0-1,4``) as CPU numbers this process may run on."""
+    if text is None:
+        return ()
+    allowed = os.sched_getaffinity(0)
+    cpus: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        try:
+            cpus += range(int(low), int(high or low) + 1)
+        except ValueError:
+            raise UsageError(f"--cpus: {part!r} is not a CPU number or range") from None
+    if not cpus or not set(cpus) <= allowed:
+        raise UsageError(f"--cpus {text!r}: this process may run on CPUs {sorted(allowed)}")
+    return tuple(cpus)
+
+
+def workers_config_from_args(args: argparse.Namespace, server: ServerConfig) -> WorkersConfig:
+    if not 1 <= args.workers <= 1024:
+        raise UsageError(f"--workers must be 1..1024, not {args.workers}")
+    if args.balance == "exclusive":
+        refusal = exclusive_refusal(server.backend)
+        if refusal is not None:
+            raise UsageError(refusal)
+    if args.workers > 1 and args.cpu is not None:
+        raise UsageError("--cpu pins one process; with --workers use --cpus")
+    return WorkersConfig(server, args.workers, args.balance, parse_cpus(args.cpus))
+
+
+def run_workers(config: WorkersConfig) -> int:
+    """``--workers N`` (N > 1): the parent of N server processes (servers/multiproc.py)."""
+    raise_fd_limit()
+    logging.basicConfig(format="muxlab serve: %(levelname)s: %(message)s", stream=sys.stderr)
+    supervisor = Supervisor(config, print_line=print_counters)
+    try:
+        host, port = supervisor.start()
+    except (ServerSetupError, BackendUnavailableError, WorkersError) as exc:
+        raise SetupError(str(exc)) from None
+    server = config.server
+    print(
+        READY_LINE.format(host=host, port=port, backend=server.backend, protocol=server.protocol),
+        flush=True,
+    )
+    snapshot = supervisor.run()
+    print_counters(snapshot)
+    print(format_counters_table({k: v for k, v in snapshot.items() if k != "workers"}),
+          file=sys.stderr)  # fmt: skip
+    if supervisor.deaths:
+        raise RunError("; ".join(supervisor.deaths))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    pin_to_cpu(args.cpu)
+    workers = workers_config_from_args(args, config)
+    if workers.workers > 1:
+        return run_workers(workers)
+    pin_to_cpu(workers.cpus[0] if workers.cpus else args.cpu)
     raise_fd_limit()
     logging.basicConfig(format="muxlab serve: %(levelname)s: %(message)s", stream=sys.stderr)
     try:

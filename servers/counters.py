@@ -23,6 +23,11 @@ class Counters:
     events: int = 0
     accepts: int = 0
     accepts_eagain: int = 0
+    # Listener events whose first accept(2) got EAGAIN: a wake-up that found nothing to
+    # accept. With several processes watching one listener this is the thundering herd
+    # (another process took the connection); accepts_eagain cannot tell, because LT's
+    # batch and ET's drain end every event that did accept with one EAGAIN as well.
+    accept_wakeups_empty: int = 0
     reads: int = 0
     reads_eagain: int = 0
     writes: int = 0

@@ -663,13 +663,15 @@ class Server:
         # takes seconds and clients time out. So LT accepts a bounded batch per event, as
         # asyncio does (its backlog, 100) and libevent's listener does.
         counters = self.counters
-        budget = -1 if self._drain else ACCEPT_BATCH
+        first = budget = -1 if self._drain else ACCEPT_BATCH
         while budget:
             budget -= 1
             try:
                 sock, _ = self.listener.accept()
             except BlockingIOError:
                 counters.accepts_eagain += 1
+                if budget == first - 1:
+                    counters.accept_wakeups_empty += 1
                 return
             except OSError as exc:
                 if exc.errno in _OUT_OF_DESCRIPTORS:

@@ -65,6 +65,9 @@ class SweepRoles:
     ``cpu_goal``: a reference's side, with the goal muxlab's CPU per request must meet
     against it. ``capacity_side``: the capacity ratio, scanning over ready-list
     mechanisms. ``uring_baseline``: what the completion loops are compared with.
+    ``herd``: the multi-worker accept experiment (one scanning and one ready-list
+    mechanism suffice: the herd is the listener's, not the mechanism's); ``cores``: the
+    throughput-against-workers experiment.
     """
 
     grid: bool = False
@@ -78,6 +81,8 @@ class SweepRoles:
     cpu_goal: Goal | None = None
     capacity_side: CapacitySide | None = None
     uring_baseline: bool = False
+    herd: bool = False
+    cores: bool = False
 
 
 @dataclass(frozen=True)
@@ -251,7 +256,7 @@ _ENTRIES: list[Implementation] = [
     backend_entry(
         "poll",
         Style("tab:orange", "s"),
-        SweepRoles(grid=True, quick=True, idle_ratio=True, capacity_side="scan"),
+        SweepRoles(grid=True, quick=True, idle_ratio=True, capacity_side="scan", herd=True),
     ),
     backend_entry(
         "epoll-lt",
@@ -267,6 +272,8 @@ _ENTRIES: list[Implementation] = [
             cpu_subject=True,
             capacity_side="ready",
             uring_baseline=True,
+            herd=True,
+            cores=True,
         ),
     ),
     backend_entry(
@@ -281,6 +288,7 @@ _ENTRIES: list[Implementation] = [
             idle_goal=EPOLL_IDLE_GOAL,
             cpu_subject=True,
             capacity_side="ready",
+            cores=True,
         ),
     ),
     backend_entry("io_uring-poll", Style("tab:cyan", "v"), SweepRoles(grid=True, idle_ratio=True)),

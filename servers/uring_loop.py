@@ -48,9 +48,9 @@ counters line and SIGUSR1 snapshot (through the same :class:`ServerConfig` and
   output keeps the readiness loop's bound (high water plus one read) and the input held
   is at most what one loop turn delivered.
 - There is no ``EAGAIN`` anywhere: the kernel waits for readiness itself (internal
-  poll, ``IORING_FEAT_FAST_POLL``), so ``reads_eagain``, ``writes_eagain`` and
-  ``accepts_eagain`` stay 0, and the ET read budget does not apply (each completion
-  is at most one buffer).
+  poll, ``IORING_FEAT_FAST_POLL``), so ``reads_eagain``, ``writes_eagain``,
+  ``accepts_eagain`` and ``accept_wakeups_empty`` stay 0, and the ET read budget does
+  not apply (each completion is at most one buffer).
 - The 408 of a header timeout is sent with one non-blocking ``send(2)`` outside the
   ring, as best effort, because the connection closes right after and a queued send
   would be cancelled.
