@@ -7,14 +7,14 @@ idle experiment's 0-idle point is the active experiment's 10-connection point.
 
 Descriptor budget: the server holds one descriptor per connection (active or idle) plus a
 few of its own, and so does the load generator, in its own process; both run under the
-same ``RLIMIT_NOFILE`` (20,000 here). ``full`` therefore stops at the limit minus
-:data:`RESERVED_FDS`, and select stops where its descriptors would reach ``FD_SETSIZE``.
+same ``RLIMIT_NOFILE``. ``full`` therefore stops at the limit minus both ends' reserves
+(:func:`muxlab.fdbudget.sweep_connection_budget`), and select stops where its descriptors
+would reach ``FD_SETSIZE`` (:data:`muxlab.fdbudget.SELECT_RESERVE`).
 """
 
 from __future__ import annotations
 
 import itertools
-import resource
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 
 from benchmarks.names import check_safe_name
 from muxlab.errors import UsageError
+from muxlab.fdbudget import SELECT_RESERVE, sweep_connection_budget
 from servers.backends import BACKEND_NAMES, FD_SETSIZE
 from servers.peers import PEER_NAMES
 from servers.protocols import PROTOCOL_NAMES
@@ -36,11 +37,7 @@ PresetName = Literal["quick", "default", "full"]
 PRESET_NAMES: tuple[PresetName, ...] = get_args(PresetName)
 IMPL_NAMES: tuple[str, ...] = (*BACKEND_NAMES, *PEER_NAMES)
 
-# Descriptors a server process holds besides its connections: stdio, the listener, the
-# wake-up socketpair, the epoll instance, with room to spare. select(2) cannot watch a
-# descriptor numbered FD_SETSIZE or above, and descriptors are allocated lowest first.
-RESERVED_FDS = 16
-SELECT_MAX_CONNECTIONS = FD_SETSIZE - RESERVED_FDS
+SELECT_MAX_CONNECTIONS = FD_SETSIZE - SELECT_RESERVE
 # The headline ratios (b) and (c) compare CPU per request at these points (issue 4).
 RATIO_CONNECTIONS = (100, 1000)
 RATIO_MSG_BYTES = 1024
@@ -75,7 +72,7 @@ class PointSpec:
         """Why this point cannot be measured by design (not by accident of this machine)."""
         if self.impl == "select" and self.total_connections > SELECT_MAX_CONNECTIONS:
             return (
-                f"select: {self.total_connections} connections + {RESERVED_FDS} reserved "
+                f"select: {self.total_connections} connections + {SELECT_RESERVE} reserved "
                 f"descriptors pass FD_SETSIZE={FD_SETSIZE} (select(2))"
             )
         return None
@@ -187,13 +184,6 @@ class PlanOverrides:
     duration_s: float | None = None
     warmup_s: float | None = None
     retries: int | None = None
-
-
-def fd_budget() -> int:
-    """Connections (active + idle) one server may hold: the fd limit minus its own needs."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    limit = hard if hard != resource.RLIM_INFINITY else soft
-    return max(0, limit - 4 * RESERVED_FDS)
 
 
 BACKENDS = tuple(BACKEND_NAMES)
@@ -368,7 +358,7 @@ def grid_preset(name: str) -> SweepPlan:
     if name == "full":
         # Over an hour: log grids to the descriptor budget, 5 repeats of 3 s, 9 for the
         # headline experiments.
-        top = fd_budget()
+        top = sweep_connection_budget()
         active = (*(n for n in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if n < top), top)
         idle_top = top - IDLE_ACTIVE_CONNECTIONS
         idle = tuple(n for n in (0, 10, 100, 300, 500, 1000, 3000, 10000) if n < idle_top)
@@ -524,7 +514,7 @@ def validate_experiment(spec: ExperimentSpec) -> None:
         raise UsageError(f"experiment {spec.name!r}: sizes and pipeline must be >= 1")
     if spec.repeats is not None and spec.repeats < 1:
         raise UsageError(f"experiment {spec.name!r}: repeats must be >= 1")
-    budget = fd_budget()
+    budget = sweep_connection_budget()
     too_many = [c + i for c in spec.connections for i in spec.idle if c + i > budget]
     if too_many:
         raise UsageError(

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.experiments import (
     OPEN_LOOP_KINDS,
-    RESERVED_FDS,
     ExperimentSpec,
     OpenLoopSpec,
     PointSpec,
     SweepPlan,
 )
 from benchmarks.results import ResultsFile, RunResult
+from muxlab.fdbudget import SELECT_RESERVE
 from servers.backends import BACKENDS
 
 if TYPE_CHECKING:
@@ -137,10 +137,10 @@ def ceiling_reason(impl: str, connections: int) -> str | None:
     """Why a backend cannot hold this many connections, from the registry's fd_ceiling."""
     backend = BACKENDS.get(impl)  # type: ignore[call-overload]
     ceiling = None if backend is None else backend.fd_ceiling
-    if ceiling is None or connections + RESERVED_FDS <= ceiling:
+    if ceiling is None or connections + SELECT_RESERVE <= ceiling:
         return None
     return (
-        f"{impl}: {connections} connections + {RESERVED_FDS} reserved descriptors pass its "
+        f"{impl}: {connections} connections + {SELECT_RESERVE} reserved descriptors pass its "
         f"descriptor ceiling of {ceiling}"
     )
 
