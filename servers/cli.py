@@ -200,6 +200,12 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGUSR1, report)
     host, port = server.address
     print(ReadyLine(host, port, config.backend, config.protocol).format(), flush=True)
+    # A Python signal handler runs between bytecodes, so a signal that arrives after the
+    # loop's last check and before its wait system call starts would leave the wait
+    # blocked until the next event (seen: SIGUSR1 unanswered for seconds on an idle
+    # io_uring server). The C-level handler writes to the wakeup descriptor at delivery,
+    # which ends the wait; the Python handler then runs and the loop sees its request.
+    previous_wakeup_fd = signal.set_wakeup_fd(server.wakeup_fd, warn_on_full_buffer=False)
     try:
         server.run()
     except ServerFailedError as exc:
@@ -207,6 +213,9 @@ def run(args: argparse.Namespace) -> int:
         # what was counted, then one line and exit 1 (RunError).
         print_counters(server.counters.snapshot())
         raise RunError(str(exc)) from None
+    finally:
+        # run() has closed the wake pair; nothing opens a descriptor before this reset.
+        signal.set_wakeup_fd(previous_wakeup_fd)
     snapshot = server.counters.snapshot()
     print_counters(snapshot)
     print(format_counters_table(snapshot), file=sys.stderr)

@@ -263,6 +263,13 @@ class ServerLifecycle(Generic[ConnT]):
     # -- what the loop's owner calls ------------------------------------------------------
 
     @property
+    def wakeup_fd(self) -> int:
+        """The descriptor that wakes a blocked wait when a byte is written to it: give it to
+        :func:`signal.set_wakeup_fd`, so a signal that lands just before the wait starts
+        (its Python handler not yet run) still ends the wait."""
+        return self._wake_w.fileno()
+
+    @property
     def address(self) -> tuple[str, int]:
         host, port = self.listener.getsockname()[:2]
         return host, port

@@ -31,9 +31,12 @@ def test_demo_reproduces(demo: Demo[Any, Any]) -> None:
     report = run_demo(demo)
     assert report.reproduced, report.text
     assert report.exit_status == 0
-    naive, *fixed = report.outcomes
+    naive, *others = report.outcomes
     assert naive.role == "naive" and naive.shows_bug
+    # Compared cases (shown, not deciding) come last, after the fixed ones.
+    fixed = others[: len(demo.fixed)]
     assert fixed and all(o.role == "fixed" and not o.shows_bug for o in fixed)
+    assert [o.role for o in others[len(fixed) :]] == ["compared"] * len(demo.compared)
     assert "see: " + demo.man.split(",")[0] in report.text and "observed:" in report.text
 
 

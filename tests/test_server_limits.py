@@ -228,17 +228,23 @@ def test_et_read_budget_lets_a_normal_client_through_a_flood(
     )
     flooder = connect(server.address)
     stop = threading.Event()
+    sent_all = threading.Event()  # set once flooded[0] is final
     flooded = [0, 0]  # bytes sent, bytes read back
 
     def flood_send() -> None:
         block = b"f" * 65536
         deadline = time.monotonic() + 20  # bounded, even if the test fails early
-        while not stop.is_set() and time.monotonic() < deadline:
-            flooder.sendall(block)
-            flooded[0] += len(block)
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                flooder.sendall(block)
+                flooded[0] += len(block)
+        finally:
+            sent_all.set()
 
     def flood_read() -> None:
-        while flooded[1] < flooded[0] or not stop.is_set():
+        # Read until the sender has finished and every byte it sent came back. Checking
+        # ``stop`` instead would race with a sendall that has not yet added its block.
+        while not (sent_all.is_set() and flooded[1] >= flooded[0]):
             chunk = flooder.recv(1 << 20)
             if not chunk:
                 return

@@ -20,6 +20,7 @@ from lab.demos import (
     short_write,
     stale_event,
     thundering_herd,
+    uring_syscalls,
 )
 from lab.demos.base import Case, Demo, DemoReport, Outcome, run_demo
 
@@ -42,6 +43,7 @@ DEMOS: dict[str, Demo[Any, Any]] = {
         stale_event.DEMO,
         dup_fork.DEMO,
         fdset_overflow.DEMO,
+        uring_syscalls.DEMO,
     )
 }
 

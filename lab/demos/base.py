@@ -4,7 +4,8 @@ A demo measures each case with the same function and decides from the counts alo
 whether that case shows the bug. The demo reproduced the documented behaviour when the
 naive case shows it and no fixed case does; that decision is all the exit status says.
 Because the decision is a function of counts, a test can swap a fixed handler into the
-naive slot and check that the demo then reports "not reproduced".
+naive slot and check that the demo then reports "not reproduced". A demo may also
+measure cases that are only shown beside these (``compared``): they do not decide.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import socket
 import struct
 import termios
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Generic, TypeVar
 
@@ -46,6 +47,12 @@ class Demo(Generic[H, C]):
     shows_bug: Callable[[C], bool]
     unavailable: Callable[[], str | None] = lambda: None
     """Why this machine cannot run the demo (a missing compiler), or None when it can."""
+    verdicts: tuple[str, str] = ("shows the bug", "no bug")
+    """How a case is described when ``shows_bug`` is true, and when it is false."""
+    compared: tuple[Case[H], ...] = ()
+    """Cases measured and shown beside the others, which do not decide the result."""
+    summarize: Callable[[Sequence[Outcome]], str] | None = None
+    """Lines printed after the observed counts (a side-by-side table), or None."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,9 @@ def run_demo(demo: Demo[Any, Any]) -> DemoReport:
     """Measure every case; reproduced when only the naive case shows the bug."""
     outcomes = [_outcome(demo, demo.naive, "naive")]
     outcomes += [_outcome(demo, case, "fixed") for case in demo.fixed]
-    reproduced = outcomes[0].shows_bug and not any(o.shows_bug for o in outcomes[1:])
+    deciding = list(outcomes)
+    outcomes += [_outcome(demo, case, "compared") for case in demo.compared]
+    reproduced = deciding[0].shows_bug and not any(o.shows_bug for o in deciding[1:])
     return DemoReport(
         name=demo.name,
         reproduced=reproduced,
@@ -94,12 +103,14 @@ def format_report(demo: Demo[Any, Any], outcomes: list[Outcome], reproduced: boo
 
     lines = [f"muxlab demo {demo.name}: {demo.summary}", para("did", demo.did), "observed:"]
     for o in outcomes:
-        verdict = "shows the bug" if o.shows_bug else "no bug"
+        verdict = demo.verdicts[0] if o.shows_bug else demo.verdicts[1]
         lines.append(f"  [{o.role}] {o.label}: {verdict}")
         counts = ", ".join(f"{k}={v}" for k, v in o.counts.items())
         lines.append(
             textwrap.fill(counts, TEXT_WIDTH, initial_indent="      ", subsequent_indent="      ")
         )
+    if demo.summarize is not None:
+        lines.append(demo.summarize(outcomes))
     lines += [para("why", demo.why), para("see", demo.man)]
     if reproduced:
         lines.append("result: reproduced (the naive case shows the bug, every fixed case does not)")
