@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks import open_loop_cli
 from benchmarks.names import check_safe_name
-from muxlab.cli import HelpFormatter
+from muxlab.clibase import HelpFormatter, Subparsers
 from muxlab.errors import UsageError
-from muxlab.limits import raise_fd_limit
+from muxlab.fdbudget import raise_fd_limit, sweep_connection_budget
 
 if TYPE_CHECKING:
     from benchmarks.experiments import SweepPlan
@@ -47,7 +47,7 @@ def name_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "sweep",
         help="run the benchmark matrix and draw the charts",
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out_dir.exists() and not args.out_dir.is_dir():
             raise UsageError(f"--out-dir {args.out_dir} exists and is not a directory")
         notes = [
-            f"descriptor budget per process: {experiments.fd_budget()} connections "
+            f"descriptor budget per process: {sweep_connection_budget()} connections "
             "(the server and the load generator each hold one per connection)"
         ]
         results = ResultsFile.create(

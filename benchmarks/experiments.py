@@ -8,8 +8,9 @@ idle experiment's 0-idle point is the active experiment's 10-connection point.
 Descriptor budget: the server holds one descriptor per connection (active or idle) plus a
 few of its own, and so does the load generator, in its own process; both run under the
 same ``RLIMIT_NOFILE`` (the run's environment records it). ``full`` therefore stops at
-the limit minus its reserve (:func:`fd_budget`), and a mechanism with a descriptor
-ceiling (select's ``FD_SETSIZE``) stops where its descriptors would reach it.
+the limit minus both ends' reserves (:func:`muxlab.fdbudget.sweep_connection_budget`), and
+a mechanism with a descriptor ceiling (select's ``FD_SETSIZE``) stops where its
+descriptors would reach it (:data:`muxlab.fdbudget.SELECT_RESERVE`).
 
 Which implementations each experiment measures comes from the implementation registry
 (:mod:`servers.registry`), read when a preset is built, so a newly registered backend is
@@ -19,7 +20,6 @@ in every experiment its roles name.
 from __future__ import annotations
 
 import itertools
-import resource
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any, Literal, get_args
 
 from benchmarks.names import check_safe_name
 from muxlab.errors import UsageError
+from muxlab.fdbudget import SELECT_RESERVE, sweep_connection_budget
 from servers import registry
 from servers.protocols import PROTOCOL_NAMES
 
@@ -42,10 +43,6 @@ SCALING_KINDS: frozenset[ExperimentKind] = frozenset({"herd", "cores"})
 PresetName = Literal["quick", "default", "full"]
 PRESET_NAMES: tuple[PresetName, ...] = get_args(PresetName)
 
-# Descriptors a server process holds besides its connections: stdio, the listener, the
-# wake-up socketpair, the epoll instance, with room to spare. select(2) cannot watch a
-# descriptor numbered FD_SETSIZE or above, and descriptors are allocated lowest first.
-RESERVED_FDS = 16
 # The headline ratios (b) and (c) compare CPU per request at these points (README,
 # "Claims"; benchmarks/summary.py).
 RATIO_CONNECTIONS = (100, 1000)
@@ -205,18 +202,11 @@ class PlanOverrides:
     retries: int | None = None
 
 
-def fd_budget() -> int:
-    """Connections (active + idle) one server may hold: the fd limit minus its own needs."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    limit = hard if hard != resource.RLIM_INFINITY else soft
-    return max(0, limit - 4 * RESERVED_FDS)
-
-
 def ceiling_reason(impl: str, connections: int) -> str | None:
-    """Why ``impl`` cannot hold ``connections`` beside :data:`RESERVED_FDS` descriptors of
+    """Why ``impl`` cannot hold ``connections`` beside :data:`SELECT_RESERVE` descriptors of
     its own (its registry entry's ``fd_ceiling``), or ``None`` when it can."""
     entry = registry.find(impl)
-    return None if entry is None else entry.ceiling_reason(connections, RESERVED_FDS)
+    return None if entry is None else entry.ceiling_reason(connections, SELECT_RESERVE)
 
 
 def impl_names() -> tuple[str, ...]:
@@ -422,7 +412,7 @@ def grid_preset(name: str) -> SweepPlan:
     if name == "full":
         # Over an hour: log grids to the descriptor budget, 5 repeats of 3 s, 9 for the
         # headline experiments.
-        top = fd_budget()
+        top = sweep_connection_budget()
         active = (*(n for n in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if n < top), top)
         idle_top = top - IDLE_ACTIVE_CONNECTIONS
         idle = tuple(n for n in (0, 10, 100, 300, 500, 1000, 3000, 10000) if n < idle_top)
@@ -576,7 +566,7 @@ def validate_experiment(spec: ExperimentSpec) -> None:
         raise UsageError(f"experiment {spec.name!r}: sizes and pipeline must be >= 1")
     if spec.repeats is not None and spec.repeats < 1:
         raise UsageError(f"experiment {spec.name!r}: repeats must be >= 1")
-    budget = fd_budget()
+    budget = sweep_connection_budget()
     too_many = [c + i for c in spec.connections for i in spec.idle if c + i > budget]
     if too_many:
         raise UsageError(

@@ -33,9 +33,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from benchmarks.experiments import RESERVED_FDS
 from benchmarks.results import METRICS, read_results_json
 from muxlab.errors import UsageError
+from muxlab.fdbudget import SELECT_RESERVE
 from servers import registry
 
 # Markers of the LT/ET chart, where a marker tells connection counts apart (the colour
@@ -282,7 +282,7 @@ def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path
                 scale=scale,
             )
             entry = registry.find(impl)
-            most = None if entry is None else entry.max_connections(RESERVED_FDS)
+            most = None if entry is None else entry.max_connections(SELECT_RESERVE)
             if most is not None and any(r["status"] == "skipped" for r in group):
                 ceilings[impl] = most - active
                 mark_ceiling(ax, impl, group, metric, scale, ceilings[impl])

@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from muxlab.cli import HelpFormatter
+from muxlab.clibase import HelpFormatter, Subparsers
 from muxlab.errors import UsageError
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
         help="write the README's results section from a run",

@@ -18,7 +18,7 @@ import pytest
 from benchmarks.experiments import PointSpec, SweepPlan
 from benchmarks.results import consistency_problems
 from benchmarks.sweep import SweepConfig, default_cpus, run_point_once
-from muxlab.limits import raise_fd_limit
+from muxlab.fdbudget import raise_fd_limit
 from servers.backends import BACKEND_NAMES, BACKENDS
 
 # (active, idle): few connections; many active; few active among many idle. All three

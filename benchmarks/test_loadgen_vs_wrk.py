@@ -23,7 +23,6 @@ reply, and muxlab load must count those reconnects (asserted). Run on a quiet ma
 from __future__ import annotations
 
 import re
-import resource
 import statistics
 import subprocess
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import pytest
 
 from benchmarks.test_loadgen_efficiency import fast_http_server, pinned_cpus
 from loadgen import LoadConfig, run_load
+from muxlab.cpu import children_cpu_s
 from servers.peers import NginxServer, nginx_path
 from servers.process import ServerProcess
 from tests.conftest import require_tool
@@ -48,11 +48,6 @@ def server() -> Iterator[NginxServer | ServerProcess]:
     server_cpu, _ = pinned_cpus()
     with fast_http_server(server_cpu) as running:
         yield running
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run_wrk(wrk: str, port: int, cpu: int) -> tuple[float, float]:

@@ -20,7 +20,7 @@ import numpy as np
 from benchmarks.experiments import ExperimentSpec, PointSpec, SweepPlan
 from benchmarks.stats import median_interval
 from benchmarks.sweep import PointFailed, SweepConfig, default_cpus, run_point_once
-from muxlab.limits import raise_fd_limit
+from muxlab.fdbudget import raise_fd_limit
 
 POINT = PointSpec("epoll-lt", "echo", 100, 0, 1024, 1)
 WARMUP_S = 0.5

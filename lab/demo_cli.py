@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 from lab.demos import DEMOS, run_demo
+from muxlab.clibase import HelpFormatter, Subparsers
 from muxlab.errors import RunError, UsageError
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="reproduce one select/poll/epoll pitfall on loopback sockets",
@@ -18,6 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "counts it observed, why, and the man page section. Exit status 0: reproduced; "
             "1: not reproduced."
         ),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("name", nargs="?", choices=list(DEMOS), metavar="NAME",
                         help="the demo to run (see --list)")  # fmt: skip

@@ -18,11 +18,12 @@ from lab.grade import (
     header,
     score_line,
 )
+from muxlab.clibase import HelpFormatter, Subparsers
 from muxlab.errors import SetupError, UsageError
-from muxlab.limits import raise_fd_limit
+from muxlab.fdbudget import raise_fd_limit
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     names = [c.name for c in RUBRIC]
     parser = subparsers.add_parser(
         "grade",
@@ -34,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             f"(out of {FULL_MARKS}) with a one-line reason for each lost point. Exit status 0 "
             "only at full marks."
         ),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("path", type=Path, metavar="PATH", help="the server program to grade")
     parser.add_argument("--seed", type=int, default=0,

@@ -34,7 +34,8 @@ from muxlab.environment import environment
 from muxlab.errors import RunError
 from servers.backends import Backend, BackendName, Event, create_backend
 from servers.counters import Counters
-from servers.loop import Server, ServerConfig, error_kind, open_listener
+from servers.lifecycle import error_kind, open_listener
+from servers.loop import Server, ServerConfig
 
 SCHEMA_VERSION = 1
 CLIENT_TIMEOUT_S = 5.0

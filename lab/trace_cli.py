@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from lab.trace import TraceConfig, format_timeline, run_trace
-from muxlab.cli import HelpFormatter
+from muxlab.clibase import HelpFormatter, Subparsers
 from muxlab.errors import SetupError, UsageError
 from servers.backends import BACKEND_NAMES, BackendUnavailableError
 from servers.loop import ServerSetupError
@@ -15,7 +15,7 @@ MAX_CONNECTIONS = 100
 MAX_MESSAGE_BYTES = 1 << 20
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "trace",
         help="print every wait call, its events and the I/O that followed",

@@ -24,13 +24,13 @@ from loadgen.config import (
 from loadgen.report import format_progress, format_summary
 from loadgen.runner import Progress, run_load
 from muxlab.atomic import write_json_atomic
-from muxlab.cli import HelpFormatter
+from muxlab.clibase import HelpFormatter, Subparsers
 from muxlab.errors import UsageError
 
 PHASE_LINE = "muxlab load: phase {}"
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "load",
         help="drive a server with verified echo or HTTP requests",

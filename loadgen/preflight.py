@@ -8,19 +8,17 @@ server address need distinct local ports (``net.ipv4.ip_local_port_range``, ``ip
 
 from __future__ import annotations
 
-import resource
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from resource import RLIM_INFINITY
 from typing import Any
 
 from loadgen.config import LoadConfig
 from loadgen.protocols.http import build_request
 from muxlab.errors import SetupError
+from muxlab.fdbudget import fd_limits, worker_descriptors
 
-# Descriptors a worker needs besides its connections: stdio, the epoll instance, the
-# pipe to the parent, the interpreter's own files.
-FD_RESERVE = 32
 PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
@@ -45,13 +43,13 @@ def resolve_target(config: LoadConfig) -> Target:
 
 def fds_per_worker(config: LoadConfig) -> int:
     assert config.processes is not None
-    return -(-config.total_connections // config.processes) + FD_RESERVE
+    return worker_descriptors(-(-config.total_connections // config.processes))
 
 
 def check_fd_limit(config: LoadConfig) -> None:
     needed = fds_per_worker(config)
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and needed > hard:
+    _, hard = fd_limits()
+    if hard != RLIM_INFINITY and needed > hard:
         raise SetupError(
             f"{config.total_connections} connections over {config.processes} worker "
             f"process(es) need {needed} descriptors per process, above the hard limit "

@@ -31,8 +31,6 @@ import contextlib
 import ctypes
 import errno
 import gc
-import os
-import resource
 import select
 import signal
 import socket
@@ -47,6 +45,8 @@ from loadgen.connection import Conn
 from loadgen.protocols import CLIENTS
 from loadgen.recording import BatchRecorder
 from loadgen.schedule import Pacer, Phases
+from muxlab.cpu import pin_to_cpu
+from muxlab.fdbudget import ensure_fd_limit
 
 # One recv(2) asks for at most 64 KiB: every reply of a connection's pipeline fits at the
 # usual message sizes, and CPython allocates the buffer, then shrinks it to what arrived,
@@ -217,14 +217,11 @@ class Worker:
 
     def _prepare_process(self) -> None:
         if self.spec.cpu is not None:
-            os.sched_setaffinity(0, {self.spec.cpu})
+            pin_to_cpu(self.spec.cpu)
         if self.spec.rate_rps is not None:
             tighten_timer_slack()
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and soft < self.spec.fds_needed:
-            # The parent checked fds_needed <= hard; raising the soft limit is allowed
-            # to any process (getrlimit(2)).
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(self.spec.fds_needed, hard), hard))
+        # The parent checked fds_needed <= hard (loadgen.preflight).
+        ensure_fd_limit(self.spec.fds_needed)
 
     def _await_go(self) -> None:
         while True:

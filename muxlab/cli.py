@@ -14,9 +14,9 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import NoReturn
 
 from muxlab import __version__
+from muxlab.clibase import HelpFormatter, OneLineParser
 from muxlab.errors import MuxlabError
 
 # name -> module providing ``add_parser(subparsers)``. The modules keep heavy imports
@@ -31,23 +31,6 @@ SUBCOMMANDS: dict[str, str] = {
     "plot": "benchmarks.plot_cli",
     "report": "benchmarks.report_cli",
 }
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except where there is none worth showing (None, False)
-    or the help text already says it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False or "default:" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (``muxlab serve: error: ...``), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
-import resource
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from muxlab.fdbudget import fd_limits
 
 PACKAGES = ("muxlab", "numpy", "matplotlib", "hdrhistogram", "uvloop", "pytest-benchmark")
 
@@ -59,7 +60,7 @@ def read_sysctl(name: str) -> str | None:
 
 
 def environment() -> dict[str, Any]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = fd_limits()
     return {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "hostname": platform.node(),

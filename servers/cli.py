@@ -10,17 +10,19 @@ import sys
 from types import FrameType
 from typing import Any
 
-from muxlab.cli import HelpFormatter
+from muxlab.clibase import HelpFormatter, Subparsers
+from muxlab.cpu import pin_to_cpu
 from muxlab.errors import RunError, SetupError, UsageError
-from muxlab.limits import raise_fd_limit
+from muxlab.fdbudget import SERVER_RESERVE, raise_fd_limit
 from servers.backends import (
     BACKEND_NAMES,
     BackendUnavailableError,
     brings_own_loop,
     require_available,
 )
-from servers.counters import format_counters_line, format_counters_table
-from servers.loop import FD_RESERVE, Server, ServerConfig, ServerFailedError, ServerSetupError
+from servers.contract import ReadyLine, format_counters_line
+from servers.counters import format_counters_table
+from servers.loop import Server, ServerConfig, ServerFailedError, ServerSetupError
 from servers.multiproc import (
     BALANCE_NAMES,
     Supervisor,
@@ -31,10 +33,8 @@ from servers.multiproc import (
 from servers.protocols import PROTOCOL_NAMES
 from servers.uring_loop import UringServer
 
-READY_LINE = "muxlab: listening on {host}:{port} backend={backend} protocol={protocol}"
 
-
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run a server on one backend",
@@ -94,7 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=defaults.max_connections,
         help="connections held at once; past it a new connection is accepted and closed at "
         "once (errors: over_max_connections). Default: the descriptor budget, "
-        f"RLIMIT_NOFILE minus {FD_RESERVE}",
+        f"RLIMIT_NOFILE minus {SERVER_RESERVE}",
     )
     parser.add_argument(
         "--max-output-bytes",
@@ -195,15 +195,6 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-def pin_to_cpu(cpu: int | None) -> None:
-    if cpu is None:
-        return
-    try:
-        os.sched_setaffinity(0, {cpu})
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot pin to CPU {cpu}: {exc}") from None
-
-
 def print_counters(snapshot: dict[str, Any]) -> None:
     print(format_counters_line(snapshot), flush=True)
 
@@ -255,10 +246,7 @@ def run_workers(config: WorkersConfig) -> int:
     except (ServerSetupError, BackendUnavailableError, WorkersError) as exc:
         raise SetupError(str(exc)) from None
     server = config.server
-    print(
-        READY_LINE.format(host=host, port=port, backend=server.backend, protocol=server.protocol),
-        flush=True,
-    )
+    print(ReadyLine(host, port, server.backend, server.protocol).format(), flush=True)
     snapshot = supervisor.run()
     print_counters(snapshot)
     print(format_counters_table({k: v for k, v in snapshot.items() if k != "workers"}),
@@ -273,7 +261,9 @@ def run(args: argparse.Namespace) -> int:
     workers = workers_config_from_args(args, config)
     if workers.workers > 1:
         return run_workers(workers)
-    pin_to_cpu(workers.cpus[0] if workers.cpus else args.cpu)
+    cpu = workers.cpus[0] if workers.cpus else args.cpu
+    if cpu is not None:
+        pin_to_cpu(cpu)
     raise_fd_limit()
     logging.basicConfig(format="muxlab serve: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
@@ -291,10 +281,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGUSR1, report)
     host, port = server.address
-    print(
-        READY_LINE.format(host=host, port=port, backend=config.backend, protocol=config.protocol),
-        flush=True,
-    )
+    print(ReadyLine(host, port, config.backend, config.protocol).format(), flush=True)
     # A Python signal handler runs between bytecodes, so a signal that arrives after the
     # loop's last check and before its wait system call starts would leave the wait
     # blocked until the next event (seen: SIGUSR1 unanswered for seconds on an idle

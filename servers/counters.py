@@ -2,19 +2,17 @@
 
 The event loop increments plain integer attributes (the cheapest update CPython has); a
 snapshot adds the process's CPU time so a harness can compute CPU per request between two
-snapshots without restarting the server. ``muxlab serve`` prints a snapshot as one line,
-``muxlab: counters {json}``, on SIGUSR1 and at shutdown.
+snapshots without restarting the server. ``muxlab serve`` prints a snapshot as one line
+on SIGUSR1 and at shutdown; that line's format and parser are in :mod:`servers.contract`.
 """
 
 from __future__ import annotations
 
-import json
-import resource
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-COUNTERS_PREFIX = "muxlab: counters "
+from muxlab.cpu import self_usage
 
 
 @dataclass(slots=True)
@@ -53,25 +51,13 @@ class Counters:
     errors: Counter[str] = field(default_factory=Counter)
 
     def snapshot(self) -> dict[str, Any]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
+        usage = self_usage()
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["errors"] = dict(sorted(self.errors.items()))
-        data["cpu_user_s"] = usage.ru_utime
-        data["cpu_system_s"] = usage.ru_stime
-        data["max_rss_kib"] = usage.ru_maxrss
+        data["cpu_user_s"] = usage.user_s
+        data["cpu_system_s"] = usage.system_s
+        data["max_rss_kib"] = usage.max_rss_kib
         return data
-
-
-def format_counters_line(snapshot: dict[str, Any]) -> str:
-    return COUNTERS_PREFIX + json.dumps(snapshot, sort_keys=True)
-
-
-def parse_counters_line(line: str) -> dict[str, Any] | None:
-    """The snapshot in a ``muxlab: counters`` line, or ``None`` for any other line."""
-    if not line.startswith(COUNTERS_PREFIX):
-        return None
-    parsed: dict[str, Any] = json.loads(line[len(COUNTERS_PREFIX) :])
-    return parsed
 
 
 def format_counters_table(snapshot: dict[str, Any]) -> str:

@@ -17,37 +17,24 @@ Rules the loop keeps, on every backend:
 - Backpressure: once a connection's queued output passes ``high_water_bytes`` the loop
   stops reading from it, so a client that sends but never reads cannot grow server memory
   without bound; reading resumes below ``low_water_bytes``.
-- ``EMFILE``/``ENFILE`` on accept pauses accepting (no busy loop, one log line) and retries
-  when a connection closes or after ``ACCEPT_RETRY_S``.
-- A client's behaviour (reset, half-close, garbage, a request that makes the protocol
-  raise, an errno nobody expected) ends at most its own connection: any exception raised
-  while handling one connection closes it, is counted under ``errors`` by kind and logged
-  (its traceback once per kind, then rate-limited). Only a failure of the listener or of
-  the backend's wait stops the server (:class:`ServerFailedError`).
+- ``EMFILE``/``ENFILE`` on accept pauses accepting, and a client's failure ends at most
+  its own connection: both as every loop does (:mod:`servers.lifecycle`). Only a failure
+  of the listener or of the backend's wait stops the server (:class:`ServerFailedError`).
 - Limits a hostile client cannot talk its way past: ``max_connections`` (accepted and
   closed at once past it, never left in the backlog), ``max_output_bytes`` for the queued
   output of all connections together, a header timeout (408) and an optional idle
   timeout, and for ET an optional per-event read budget so one flooding client cannot
   starve the others.
-- Timers cost nothing per request: no deadline is pushed per request. A coarse sweep runs
-  at most every ``SWEEP_PERIOD_MAX_S`` and only while something can time out; the wait is
-  bounded only then (see :meth:`Server._sweep`).
+- Timers cost nothing per request (the coarse sweep of :mod:`servers.lifecycle`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
-import os
-import resource
 import socket
-import struct
 import sys
-import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from servers.backends import (
@@ -55,68 +42,39 @@ from servers.backends import (
     READ,
     WRITE,
     Backend,
-    BackendName,
     DescriptorCeilingError,
     create_backend,
 )
 from servers.counters import Counters
-from servers.protocols import PROTOCOLS, ProtocolName, Session, SessionFactory
+from servers.lifecycle import (
+    ACCEPT_BATCH,
+    LISTENER_BROKEN,
+    OUT_OF_DESCRIPTORS,
+    RateLimitedWarning,
+    ServerConfig,
+    ServerFailedError,
+    ServerLifecycle,
+    ServerSetupError,
+    error_kind,
+    exception_kind,
+    open_listener,
+)
+from servers.protocols import Session, SessionFactory
+
+# The configuration and the two failures are part of this module's face (the lab guide
+# and notebooks import them from here); they are defined with the shared lifecycle.
+__all__ = [
+    "Connection",
+    "Server",
+    "ServerConfig",
+    "ServerFailedError",
+    "ServerSetupError",
+]
 
 log = logging.getLogger("muxlab.server")
 
-ACCEPT_RETRY_S = 0.1
-ACCEPT_BATCH = 64  # accepts per readiness event under LT; ET drains the backlog
 # sendmsg(2) takes at most IOV_MAX (1024 on Linux) buffers per call.
 MAX_IOVECS = 1024
-_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-# accept(2) errors that mean the listening socket itself is broken, not one client.
-_LISTENER_BROKEN = frozenset({errno.EBADF, errno.EINVAL, errno.ENOTSOCK, errno.EOPNOTSUPP})
-# Descriptors kept free past --max-connections' default: the listener, the wake-up pair,
-# the epoll object, stdio, and room to accept-and-close one connection over the cap.
-FD_RESERVE = 32
-# The sweep that enforces timeouts runs every timeout/10, within these bounds (seconds):
-# coarse on purpose, a timeout fires between T and T + 2 periods after its start.
-SWEEP_PERIOD_MIN_S = 0.05
-SWEEP_PERIOD_MAX_S = 1.0
-# struct tcp_info (linux/tcp.h): tcpi_last_data_sent and tcpi_last_data_recv, in ms,
-# are u32 at byte offsets 44 and 52; reading them costs the sweep one getsockopt per
-# connection and the request path nothing.
-_TCP_INFO_BYTES = 104
-_TCP_LAST_DATA_SENT_OFFSET = 44
-_TCP_LAST_DATA_RECV_OFFSET = 52
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    backend: BackendName = "epoll-lt"
-    protocol: ProtocolName = "echo"
-    host: str = "127.0.0.1"
-    port: int = 0
-    backlog: int = 4096
-    read_bytes: int = 65536
-    high_water_bytes: int = 1 << 20
-    low_water_bytes: int = 256 * 1024
-    max_headers: int = 100
-    # A request whose head (or skipped body) is still incomplete this long after it began
-    # gets 408 and a close; None: no limit. nginx: client_header_timeout 60 s.
-    header_timeout_s: float | None = 10.0
-    # A connection with no data either way for this long is closed; None (the default):
-    # never, because idle connections are what the lab measures. nginx's
-    # keepalive_timeout is 75 s.
-    idle_timeout_s: float | None = None
-    # None: the descriptor budget, RLIMIT_NOFILE minus FD_RESERVE.
-    max_connections: int | None = None
-    max_output_bytes: int = 256 << 20
-    # Bytes read from one connection per event under ET; None: drain to EAGAIN.
-    et_read_budget_bytes: int | None = None
-
-
-class ServerSetupError(RuntimeError):
-    """The server could not start: address in use, unresolvable host, and so on."""
-
-
-class ServerFailedError(RuntimeError):
-    """The listener or the backend failed: the server cannot go on (one-line reason)."""
 
 
 class Connection:
@@ -146,104 +104,7 @@ class Connection:
         self.mark_ns = 0
 
 
-class RateLimitedWarning:
-    """A warning logged at most once per ``interval_s``, with the count it stood for."""
-
-    def __init__(self, interval_s: float = 1.0) -> None:
-        self._interval_ns = int(interval_s * 1e9)
-        self._next_ns = 0
-        self._suppressed = 0
-
-    def warn(self, message: str) -> None:
-        now = time.monotonic_ns()
-        if now < self._next_ns:
-            self._suppressed += 1
-            return
-        if self._suppressed:
-            message += f" ({self._suppressed} more since the last warning)"
-        log.warning(message)
-        self._suppressed = 0
-        self._next_ns = now + self._interval_ns
-
-
-def open_listener(host: str, port: int, backlog: int) -> socket.socket:
-    try:
-        family, _, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        listener = socket.create_server(address, family=family, backlog=backlog)
-    except socket.gaierror as exc:
-        raise ServerSetupError(f"cannot resolve host {host!r}: {exc.strerror}") from None
-    except OSError as exc:
-        raise ServerSetupError(
-            f"cannot listen on {host}:{port}: {os.strerror(exc.errno or 0)}"
-        ) from None
-    listener.setblocking(False)
-    return listener
-
-
-def error_kind(exc: OSError) -> str:
-    """A stable counter name for an OS error: ``ECONNRESET``, ``EPIPE``, ..."""
-    return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-
-
-def exception_kind(exc: BaseException) -> str:
-    """The counter name for any exception: the errno name for an OS error, else
-    ``exception_<type>`` (``exception_ValueError``)."""
-    if isinstance(exc, OSError) and exc.errno:
-        return error_kind(exc)
-    return "exception_" + type(exc).__name__
-
-
-def descriptor_budget() -> int:
-    """Connections the process can hold: the soft RLIMIT_NOFILE minus ``FD_RESERVE``."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return sys.maxsize
-    return max(1, soft - FD_RESERVE)
-
-
-def sweep_period_ns(*timeouts_ns: int) -> int:
-    """A tenth of the shortest timeout that is on, within the sweep's bounds."""
-    shortest = min((t for t in timeouts_ns if t), default=0)
-    low, high = int(SWEEP_PERIOD_MIN_S * 1e9), int(SWEEP_PERIOD_MAX_S * 1e9)
-    return min(max(shortest // 10, low), high)
-
-
-def tcp_idle_ms(sock: socket.socket) -> int | None:
-    """Milliseconds since data last went either way on ``sock`` (``tcp(7)``, TCP_INFO), or
-    ``None`` when the kernel cannot say (not a TCP socket)."""
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
-    except OSError:
-        return None
-    if len(info) < _TCP_LAST_DATA_RECV_OFFSET + 4:
-        return None
-    (sent_ms,) = struct.unpack_from("=I", info, _TCP_LAST_DATA_SENT_OFFSET)
-    (recv_ms,) = struct.unpack_from("=I", info, _TCP_LAST_DATA_RECV_OFFSET)
-    idle_ms: int = min(sent_ms, recv_ms)
-    return idle_ms
-
-
-class ErrorLog:
-    """Logs failures by kind: the first of a kind with its traceback, later ones as
-    rate-limited one-liners, so a hostile client cannot flood the log."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, RateLimitedWarning] = {}
-
-    def report(self, kind: str, what: str, exc: BaseException) -> None:
-        detail = str(exc)[:200]
-        warning = self._seen.get(kind)
-        if warning is None:
-            self._seen[kind] = RateLimitedWarning()
-            log.error("%s (%s): %s; later ones are logged without traceback", what, kind,
-                      detail, exc_info=exc)  # fmt: skip
-        else:
-            warning.warn(f"{what} ({kind}): {detail}")
-
-
-class Server:
+class Server(ServerLifecycle[Connection]):
     """One listening socket, one backend, one protocol, one thread."""
 
     def __init__(
@@ -254,92 +115,25 @@ class Server:
         on_snapshot: Callable[[dict[str, Any]], None] | None = None,
         session_factory: SessionFactory | None = None,
     ) -> None:
-        # ``session_factory`` replaces the protocol's sessions (tests: a session that
-        # raises, to prove one connection's failure stays with it).
-        self.config = config
-        self._on_snapshot = on_snapshot
+        self._init_lifecycle(config, on_snapshot, session_factory)
         self.backend = backend if backend is not None else create_backend(config.backend)
         self.listener = listener or open_listener(config.host, config.port, config.backlog)
         self.listener.setblocking(False)
         self.counters = Counters()
         self.backend.count_into(self.counters)
-        self._new_session = session_factory or PROTOCOLS[config.protocol]
         self._drain = self.backend.edge_triggered
         self._read_bytes = config.read_bytes
         self._high_water_bytes = config.high_water_bytes
         self._max_headers = config.max_headers
-        self._conns: dict[int, Connection] = {}
-        self._max_connections = (
-            config.max_connections if config.max_connections is not None else descriptor_budget()
-        )
-        self._over_max_warning = RateLimitedWarning()
-        self._errors_log = ErrorLog()
-        # The server-wide output bound: the queued bytes of all connections, and the
-        # connections paused because of it (not because of their own high-water mark).
-        self._total_out = 0
         self._max_output_bytes = config.max_output_bytes
-        self._output_resume_bytes = config.max_output_bytes * 3 // 4
-        self._output_paused: set[Connection] = set()
         # ET read budget: connections stopped mid-drain, served on the next loop turn.
         self._read_budget = config.et_read_budget_bytes or sys.maxsize
         self._still_readable: list[Connection] = []
-        # Timeouts, enforced by a coarse sweep (see _sweep); 0 means off.
-        self._header_timeout_ns = int((config.header_timeout_s or 0) * 1e9)
-        self._idle_timeout_ns = int((config.idle_timeout_s or 0) * 1e9)
-        self._unfinished: set[Connection] = set()
-        self._sweep_period_ns = sweep_period_ns(self._header_timeout_ns, self._idle_timeout_ns)
-        self._next_sweep_ns = 0
         self._listen_fd = self.listener.fileno()
-        self._accept_paused = False
-        self._accept_failing = False  # an EMFILE episode is logged once, at its start
-        self._accept_retry_ns = 0
         self._ceiling_warning = RateLimitedWarning()
-        self._stopping = False
-        self._snapshot_requested = False
-        # Another thread or a signal handler wakes a blocked wait through this pair.
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._open_wake_pair()
         self.backend.register(self._listen_fd, READ)
         self.backend.register(self._wake_r.fileno(), READ)
-
-    @property
-    def wakeup_fd(self) -> int:
-        """The descriptor that wakes a blocked wait when a byte is written to it: give it to
-        :func:`signal.set_wakeup_fd`, so a signal that lands just before the wait starts
-        (its Python handler not yet run) still ends the wait."""
-        return self._wake_w.fileno()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self.listener.getsockname()[:2]
-        return host, port
-
-    def request_stop(self) -> None:
-        """Make :meth:`run` return soon; safe from another thread or a signal handler."""
-        self._stopping = True
-        self._wake()
-
-    def request_snapshot(self) -> None:
-        """Pass a counters snapshot to ``on_snapshot`` once the current batch of events is
-        handled; safe from a signal handler. Taking it between batches, never in the middle
-        of a request, keeps it consistent: a reply the client has seen is counted. It costs
-        one extra wait call, the one the wake-up causes."""
-        self._snapshot_requested = True
-        self._wake()
-
-    def _wake(self) -> None:
-        # A full or closed pair means the loop is already waking, or gone: fine either way.
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"\0")
-
-    def run(self) -> None:
-        """Serve until :meth:`request_stop`. Raises :class:`ServerFailedError` when the
-        listener or the backend fails; one connection's failure never gets here."""
-        try:
-            self._loop()
-        finally:
-            self._close_all()
 
     def _loop(self) -> None:
         # The hot loop is flat on purpose: locals instead of attribute look-ups, one dict
@@ -383,36 +177,12 @@ class Server:
             if self._accept_paused or self._unfinished or idle_timeout:
                 self._on_timers()
             if self._snapshot_requested:
-                self._snapshot_requested = False
-                if self._on_snapshot is not None:
-                    self._on_snapshot(counters.snapshot())
+                self._take_snapshot()
 
     def _wait_timeout_s(self) -> float | None:
-        """How long the next wait may block: forever unless something is due."""
         if self._still_readable:
             return 0.0
-        deadline_ns: int | None = None
-        if self._accept_paused:
-            deadline_ns = self._accept_retry_ns
-        if self._unfinished or self._idle_timeout_ns:
-            sweep_ns = self._next_sweep_ns
-            deadline_ns = sweep_ns if deadline_ns is None else min(deadline_ns, sweep_ns)
-        if deadline_ns is None:
-            return None
-        return max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9)
-
-    def _on_connection_error(self, conn: Connection, exc: Exception) -> None:
-        """Whatever one connection's handling raised ends that connection, not the server;
-        except the listener or the backend failing on the way (closing a connection
-        resumes accepting, for one), which stops it."""
-        if isinstance(exc, ServerFailedError):
-            raise exc
-        kind = exception_kind(exc)
-        if conn.closed:
-            self.counters.errors[kind] += 1
-        else:
-            self._close(conn, kind)
-        self._errors_log.report(kind, f"closed connection fd {conn.fd} after an error", exc)
+        return super()._wait_timeout_s()
 
     def _serve_still_readable(self) -> None:
         """ET connections whose read budget ran out last turn: read them again now, after
@@ -591,7 +361,9 @@ class Server:
         self._update_interest(conn)
 
     def _update_interest(self, conn: Connection) -> None:
-        """The one place interest changes: read unless paused or done, write while queued."""
+        """Interest in an open connection changes here and only here: read unless paused or
+        done, write while output is queued. (Accepting registers it and closing
+        unregisters it; pausing accepts unregisters the listener.)"""
         wanted = 0 if conn.paused or conn.eof else READ
         if conn.out_bytes:
             wanted |= WRITE
@@ -600,59 +372,6 @@ class Server:
             conn.interest = wanted  # recorded once the kernel accepted it
 
     # -- timeouts ------------------------------------------------------------------------
-
-    def _on_timers(self) -> None:
-        now = time.monotonic_ns()
-        if self._accept_paused and now >= self._accept_retry_ns:
-            self._resume_accepting()
-        if (self._unfinished or self._idle_timeout_ns) and now >= self._next_sweep_ns:
-            self._next_sweep_ns = now + self._sweep_period_ns
-            self._sweep(now)
-
-    def _sweep(self, now_ns: int) -> None:
-        """Enforce the timeouts without a timer per request.
-
-        Header timeout: the request path only adds a connection to ``_unfinished`` when a
-        read leaves part of a request behind. The sweep notes which unfinished request it
-        saw (the session's ``partial_seq``) and when; if the same one is still unfinished
-        ``header_timeout`` later, the client gets 408 and the connection closes. Idle
-        timeout: the kernel keeps when data last went either way (TCP_INFO), so the sweep
-        asks it, and the request path records nothing.
-        """
-        header_timeout = self._header_timeout_ns
-        for conn in list(self._unfinished):
-            session = conn.session
-            if conn.closed or not session.attention or session.wants_close:
-                self._unfinished.discard(conn)
-            elif conn.mark_seq != session.partial_seq:
-                conn.mark_seq = session.partial_seq
-                conn.mark_ns = now_ns
-            elif now_ns - conn.mark_ns >= header_timeout:
-                self._unfinished.discard(conn)
-                self._time_out(conn, "header_timeout")
-        if self._idle_timeout_ns:
-            idle_ms = self._idle_timeout_ns // 1_000_000
-            for conn in list(self._conns.values()):
-                quiet_ms = tcp_idle_ms(conn.sock)
-                if quiet_ms is not None and quiet_ms >= idle_ms:
-                    self._time_out(conn, "idle_timeout")
-
-    def _time_out(self, conn: Connection, kind: str) -> None:
-        """Close now. A header timeout's reply (408) goes out only if nothing is queued
-        before it and the kernel takes it at once: a stalled client cannot stall the close."""
-        self.counters.errors[kind] += 1
-        try:
-            reply = conn.session.timed_out() if kind == "header_timeout" else b""
-            if reply and not conn.out_bytes:
-                try:
-                    sent = conn.send(reply)
-                except OSError:
-                    sent = 0
-                self.counters.writes += 1
-                self.counters.bytes_out += sent
-            self._close(conn)
-        except Exception as exc:
-            self._on_connection_error(conn, exc)
 
     # -- accepting and closing -----------------------------------------------------------
 
@@ -674,10 +393,10 @@ class Server:
                     counters.accept_wakeups_empty += 1
                 return
             except OSError as exc:
-                if exc.errno in _OUT_OF_DESCRIPTORS:
+                if exc.errno in OUT_OF_DESCRIPTORS:
                     self._pause_accepting(exc)
                     return
-                if exc.errno in _LISTENER_BROKEN:
+                if exc.errno in LISTENER_BROKEN:
                     raise ServerFailedError(
                         f"the listening socket failed: {error_kind(exc)} ({exc.strerror})"
                     ) from exc
@@ -725,19 +444,7 @@ class Server:
 
     def _pause_accepting(self, exc: OSError) -> None:
         self._change_listener_interest(self.backend.unregister)
-        self._accept_paused = True
-        self._accept_retry_ns = time.monotonic_ns() + int(ACCEPT_RETRY_S * 1e9)
-        if self._accept_failing:
-            return
-        self._accept_failing = True
-        self.counters.errors["accept_" + error_kind(exc)] += 1
-        log.warning(
-            "accept failed (%s: %s); not accepting until a descriptor is freed "
-            "(%d connections open)",
-            error_kind(exc),
-            exc.strerror,
-            len(self._conns),
-        )
+        self._accepting_paused(error_kind(exc), exc.strerror or "")
 
     def _resume_accepting(self) -> None:
         self._accept_paused = False
@@ -760,19 +467,8 @@ class Server:
             return
         conn.closed = True
         del self._conns[conn.fd]
-        self.counters.connections_closed += 1
-        self.counters.connections_open -= 1
-        if error is not None:
-            self.counters.errors[error] += 1
-        self._total_out -= conn.out_bytes
-        conn.out_bytes = 0
         conn.out.clear()
-        if self._unfinished:
-            self._unfinished.discard(conn)
-        if self._output_paused:
-            self._output_paused.discard(conn)
-            if self._total_out <= self._output_resume_bytes:
-                self._resume_after_total_output()
+        self._forget(conn, error)
         try:
             self.backend.unregister(conn.fd)
         except (OSError, KeyError, ValueError) as exc:
@@ -782,21 +478,8 @@ class Server:
         if self._accept_paused:
             self._resume_accepting()
 
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def _close_all(self) -> None:
-        self._accept_paused = False
-        for conn in list(self._conns.values()):
-            self._close(conn)
+    def _close_mechanism(self) -> None:
         self.backend.close()
-        self.listener.close()
-        self._wake_r.close()
-        self._wake_w.close()
 
 
 def _head(out: deque[bytes | memoryview], limit: int) -> list[bytes | memoryview]:

@@ -55,7 +55,8 @@ from servers.backends import (
 )
 from servers.backends.epoll_backend import EdgeTriggeredEpollBackend, EpollBackend
 from servers.counters import Counters
-from servers.loop import Server, ServerConfig, ServerFailedError, ServerSetupError, open_listener
+from servers.lifecycle import open_listener
+from servers.loop import Server, ServerConfig, ServerFailedError, ServerSetupError
 from servers.uring_loop import UringServer
 
 log = logging.getLogger("muxlab.multiproc")

@@ -18,7 +18,6 @@ no counters, so its CPU time is read from ``/proc/<worker>/stat`` (``proc(5)``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import grp
 import importlib.util
@@ -36,7 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from servers.counters import Counters, format_counters_line
+from muxlab.clibase import OneLineParser
+from muxlab.cpu import parent_pid, pin_to_cpu, process_cpu_times
+from muxlab.errors import UsageError
+from servers.contract import ReadyLine, format_counters_line
+from servers.counters import Counters
 from servers.process import ChildServer, ServerProcessError, terminate
 from servers.protocols import HTTP_BODY, PROTOCOL_NAMES, PROTOCOLS, ProtocolName
 
@@ -62,7 +65,6 @@ PYTHON_PEERS: dict[str, PythonPeer] = {
     )
 }
 
-READY_LINE = "muxlab: listening on {host}:{port} backend={impl} protocol={protocol}"
 # Only what a peer really measures goes into its counters line; a 0 for wait_calls would
 # read as "no wait calls", not "not measured".
 PEER_COUNTERS = (
@@ -199,10 +201,7 @@ async def serve_python_peer(impl: str, protocol: ProtocolName, host: str, port: 
         signal.SIGUSR1, lambda: print(format_counters_line(counters_snapshot(counters)), flush=True)
     )
     bound_host, bound_port = server.sockets[0].getsockname()[:2]
-    print(
-        READY_LINE.format(host=bound_host, port=bound_port, impl=impl, protocol=protocol),
-        flush=True,
-    )
+    print(ReadyLine(bound_host, bound_port, impl, protocol).format(), flush=True)
     await stop.wait()
     server.close()
     print(format_counters_line(counters_snapshot(counters)), flush=True)
@@ -219,7 +218,7 @@ def run_python_peer(impl: str, protocol: ProtocolName, host: str, port: int) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m servers.peers",
         description="Run a reference peer server with muxlab serve's process interface.",
     )
@@ -234,9 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {args.impl}: {reason}\n")
     if args.cpu is not None:
         try:
-            os.sched_setaffinity(0, {args.cpu})
-        except (OSError, ValueError) as exc:
-            parser.exit(2, f"{parser.prog}: error: cannot pin to CPU {args.cpu}: {exc}\n")
+            pin_to_cpu(args.cpu)
+        except UsageError as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
     try:
         run_python_peer(args.impl, args.protocol, args.host, args.port)
     except OSError as exc:
@@ -312,24 +311,16 @@ def free_port(host: str) -> int:
         return port
 
 
-def cpu_seconds_of(pid: int) -> tuple[float, float]:
-    """``(user_s, system_s)`` of a process, fields 14 and 15 of ``/proc/PID/stat``."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
-
-
 def children_of(pid: int) -> list[int]:
     children = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            parent = parent_pid(int(entry.name))
         except OSError:
             continue  # exited while we looked
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+        if parent == pid:
             children.append(int(entry.name))
     return children
 
@@ -461,8 +452,8 @@ class NginxServer(ChildServer):
         return self.host, self.port
 
     def counters(self, timeout_s: float = 5.0) -> dict[str, Any]:
-        user_s, system_s = cpu_seconds_of(self._worker_pid)
-        return {"cpu_user_s": user_s, "cpu_system_s": system_s}
+        times = process_cpu_times(self._worker_pid)
+        return {"cpu_user_s": times.user_s, "cpu_system_s": times.system_s}
 
 
 if __name__ == "__main__":

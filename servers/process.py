@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import signal
 import subprocess
 import sys
@@ -20,12 +19,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import IO, Any, Self
 
-from servers.counters import parse_counters_line
-
-READY_RE = re.compile(
-    r"^muxlab: listening on (?P<host>\S+):(?P<port>\d+) backend=(?P<backend>\S+) "
-    r"protocol=(?P<protocol>\S+)$"
-)
+from servers.contract import parse_counters_line, parse_ready_line
 
 
 class ServerProcessError(RuntimeError):
@@ -131,14 +125,14 @@ class ServerProcess(ChildServer):
         threading.Thread(target=self._collect_stderr, args=(self._proc.stderr,),
                          daemon=True).start()  # fmt: skip
         line = self._next_line(self.ready_timeout_s)
-        match = READY_RE.match(line or "")
-        if match is None:
+        ready = parse_ready_line(line or "")
+        if ready is None:
             self.stop()
             raise ServerProcessError(
                 f"server did not print its ready line; got {line!r}; stderr: {self.stderr!r}"
             )
-        self.host = match["host"]
-        self.port = int(match["port"])
+        self.host = ready.host
+        self.port = ready.port
         return self
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, Any] | None:
@@ -182,13 +176,6 @@ class ServerProcess(ChildServer):
             counters = parse_counters_line(line)
             if counters is not None:
                 return counters
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the server so far, from /proc (``proc(5)``)."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
 
     def rss_kib(self) -> int:
         with open(f"/proc/{self.pid}/status") as f:

@@ -34,12 +34,12 @@ sleeps until at least one CQE is posted; everything else is memory traffic.
   (``IORING_OP_ASYNC_CANCEL`` by ``user_data``) and closes the socket; buffers the
   kernel may still write or read are kept alive until their CQE arrives.
 
-What it shares with the readiness loop: the protocols' sessions, :class:`Counters`, the
-configuration, the limits and their defaults (high/low water, the total output bound,
-``max_connections``, the header and idle timeouts with the same coarse sweep, ``EMFILE``
-pausing), the per-connection exception isolation, the wake-up pair, the ready line,
-counters line and SIGUSR1 snapshot (through the same :class:`ServerConfig` and
-``on_snapshot``). Where it must differ, and why:
+What it shares with the readiness loop, through :mod:`servers.lifecycle`: the protocols'
+sessions, :class:`Counters`, the configuration, the limits and their defaults
+(high/low water, the total output bound, ``max_connections``, the header and idle
+timeouts with the same coarse sweep, ``EMFILE`` pausing), the per-connection exception
+isolation, the wake-up pair, the ready line, counters line and SIGUSR1 snapshot (through
+the same :class:`ServerConfig` and ``on_snapshot``). Where it must differ, and why:
 
 - Backpressure stops reading by cancelling the armed receive (there is no interest
   mask to change) and resumes by arming a new one. A multishot receive may already have
@@ -71,28 +71,23 @@ import logging
 import os
 import select
 import socket
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from servers.counters import Counters
-from servers.loop import (
+from servers.lifecycle import (
     ACCEPT_BATCH,
-    ACCEPT_RETRY_S,
-    SWEEP_PERIOD_MAX_S,
-    SWEEP_PERIOD_MIN_S,
-    ErrorLog,
-    RateLimitedWarning,
+    LISTENER_BROKEN,
+    OUT_OF_DESCRIPTORS,
     ServerConfig,
     ServerFailedError,
-    descriptor_budget,
+    ServerLifecycle,
+    errno_kind,
     error_kind,
-    exception_kind,
     open_listener,
-    tcp_idle_ms,
 )
-from servers.protocols import PROTOCOLS, Session, SessionFactory
+from servers.protocols import Session, SessionFactory
 from servers.uring import abi
 from servers.uring.ring import BufferRing, Ring, bytes_address
 
@@ -120,8 +115,6 @@ _MSG_NOSIGNAL = socket.MSG_NOSIGNAL
 BUFFER_COUNT = 256
 SQ_ENTRIES = 4096
 CQ_ENTRIES = 16384
-_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_LISTENER_BROKEN = frozenset({errno.EBADF, errno.EINVAL, errno.ENOTSOCK, errno.EOPNOTSUPP})
 _RETRY = frozenset({errno.EAGAIN, errno.EINTR, errno.ENOBUFS})
 
 
@@ -156,7 +149,7 @@ class Conn:
         self.mark_ns = 0
 
 
-class UringServer:
+class UringServer(ServerLifecycle[Conn]):
     """One listening socket, one ring, one protocol, one thread."""
 
     def __init__(
@@ -166,8 +159,7 @@ class UringServer:
         on_snapshot: Callable[[dict[str, Any]], None] | None = None,
         session_factory: SessionFactory | None = None,
     ) -> None:
-        self.config = config
-        self._on_snapshot = on_snapshot
+        self._init_lifecycle(config, on_snapshot, session_factory)
         self.counters = Counters()
         self._ring = Ring(SQ_ENTRIES, CQ_ENTRIES, counts=self.counters)
         try:
@@ -176,37 +168,10 @@ class UringServer:
         except BaseException:
             self._ring.close()
             raise
-        self._new_session = session_factory or PROTOCOLS[config.protocol]
-        self._conns: dict[int, Conn] = {}
         self._next_serial = 1
-        self._max_connections = (
-            config.max_connections if config.max_connections is not None else descriptor_budget()
-        )
-        self._total_out = 0
-        self._output_paused: set[Conn] = set()
-        self._output_resume_bytes = config.max_output_bytes * 3 // 4
         self._orphans: dict[int, bytes | bytearray] = {}  # buffers the kernel may still use
-        self._errors_log = ErrorLog()
-        self._over_max_warning = RateLimitedWarning()
-        self._header_timeout_ns = int((config.header_timeout_s or 0) * 1e9)
-        self._idle_timeout_ns = int((config.idle_timeout_s or 0) * 1e9)
-        self._unfinished: set[Conn] = set()
-        active = [t for t in (self._header_timeout_ns, self._idle_timeout_ns) if t]
-        self._sweep_period_ns = int(
-            min(
-                max(min(active, default=0) / 10, SWEEP_PERIOD_MIN_S * 1e9), SWEEP_PERIOD_MAX_S * 1e9
-            )
-        )
-        self._next_sweep_ns = 0
         self._accepts_in_flight = 0
-        self._accept_paused = False
-        self._accept_failing = False
-        self._accept_retry_ns = 0
-        self._stopping = False
-        self._snapshot_requested = False
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._open_wake_pair()
         self._wake_armed = False
         self._arm_accepts(1)
         self._arm_wake()
@@ -215,38 +180,6 @@ class UringServer:
         if not self._ring.capabilities.multishot_recv:
             return None
         return BufferRing(self._ring, _BUFFER_GROUP, BUFFER_COUNT, self.config.read_bytes)
-
-    @property
-    def wakeup_fd(self) -> int:
-        """The descriptor that wakes a blocked wait when a byte is written to it: give it to
-        :func:`signal.set_wakeup_fd`, so a signal that lands just before the wait starts
-        (its Python handler not yet run) still ends the wait."""
-        return self._wake_w.fileno()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self.listener.getsockname()[:2]
-        return host, port
-
-    def request_stop(self) -> None:
-        """Make :meth:`run` return soon; safe from another thread or a signal handler."""
-        self._stopping = True
-        self._wake()
-
-    def request_snapshot(self) -> None:
-        """As :meth:`servers.loop.Server.request_snapshot`: taken between two batches."""
-        self._snapshot_requested = True
-        self._wake()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"\0")
-
-    def run(self) -> None:
-        try:
-            self._loop()
-        finally:
-            self._close_all()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -292,20 +225,7 @@ class UringServer:
             if self._accept_paused or self._unfinished or self._idle_timeout_ns:
                 self._on_timers()
             if self._snapshot_requested:
-                self._snapshot_requested = False
-                if self._on_snapshot is not None:
-                    self._on_snapshot(counters.snapshot())
-
-    def _wait_timeout_s(self) -> float | None:
-        deadline_ns: int | None = None
-        if self._accept_paused:
-            deadline_ns = self._accept_retry_ns
-        if self._unfinished or self._idle_timeout_ns:
-            sweep_ns = self._next_sweep_ns
-            deadline_ns = sweep_ns if deadline_ns is None else min(deadline_ns, sweep_ns)
-        if deadline_ns is None:
-            return None
-        return max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9)
+                self._take_snapshot()
 
     def _on_stale(self, user_data: int, op: int, res: int, flags: int) -> None:
         """A CQE for a connection that has closed: release what the kernel held."""
@@ -313,14 +233,6 @@ class UringServer:
             self._buffers.give_back(flags >> _BUFFER_SHIFT)
         if op in (_RECV, _SEND) and not flags & _F_MORE:
             self._orphans.pop(user_data, None)
-
-    def _on_connection_error(self, conn: Conn, exc: Exception) -> None:
-        kind = exception_kind(exc)
-        if conn.closed:
-            self.counters.errors[kind] += 1
-        else:
-            self._close(conn, kind)
-        self._errors_log.report(kind, f"closed connection fd {conn.fd} after an error", exc)
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -538,10 +450,10 @@ class UringServer:
         self._accepts_in_flight -= 1
         if res >= 0:
             self._on_accepted(res)
-        elif -res in _OUT_OF_DESCRIPTORS:
+        elif -res in OUT_OF_DESCRIPTORS:
             self._pause_accepting(-res)
             return
-        elif -res in _LISTENER_BROKEN:
+        elif -res in LISTENER_BROKEN:
             raise ServerFailedError(
                 f"the listening socket failed: {errno.errorcode.get(-res)} ({os.strerror(-res)})"
             )
@@ -586,20 +498,7 @@ class UringServer:
     def _pause_accepting(self, err: int) -> None:
         for _ in range(self._accepts_in_flight):
             self._cancel(_ACCEPT)  # each cancellation takes one of them
-        self._accept_paused = True
-        self._accept_retry_ns = time.monotonic_ns() + int(ACCEPT_RETRY_S * 1e9)
-        if self._accept_failing:
-            return
-        self._accept_failing = True
-        kind = errno.errorcode.get(err, str(err))
-        self.counters.errors["accept_" + kind] += 1
-        log.warning(
-            "accept failed (%s: %s); not accepting until a descriptor is freed "
-            "(%d connections open)",
-            kind,
-            os.strerror(err),
-            len(self._conns),
-        )
+        self._accepting_paused(errno_kind(err), os.strerror(err))
 
     def _resume_accepting(self) -> None:
         self._accept_paused = False
@@ -611,11 +510,7 @@ class UringServer:
         self._wake_armed = True
 
     def _on_wake(self, flags: int) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
+        self._drain_wake()
         if not flags & _F_MORE:
             self._arm_wake()
 
@@ -624,14 +519,8 @@ class UringServer:
             return
         conn.closed = True
         del self._conns[conn.id]
-        counters = self.counters
-        counters.connections_closed += 1
-        counters.connections_open -= 1
-        if error is not None:
-            counters.errors[error] += 1
-        self._total_out -= conn.out_bytes
-        conn.out_bytes = 0
         conn.out.clear()
+        self._forget(conn, error)
         if conn.recv_armed:
             self._stop_reading(conn)
             if conn.buf is not None:
@@ -640,19 +529,11 @@ class UringServer:
             target = conn.id << _OP_BITS | _SEND
             self._cancel(target)
             self._orphans[target] = conn.sending
-        if self._unfinished:
-            self._unfinished.discard(conn)
-        if self._output_paused:
-            self._output_paused.discard(conn)
-            if self._total_out <= self._output_resume_bytes:
-                self._resume_after_total_output()
         conn.sock.close()
         if self._accept_paused:
             self._resume_accepting()
 
-    def _close_all(self) -> None:
-        for conn in list(self._conns.values()):
-            self._close(conn)
+    def _close_mechanism(self) -> None:
         with contextlib.suppress(OSError):
             # Hand the cancellations over and let them complete before the memory they
             # refer to goes away.
@@ -661,48 +542,6 @@ class UringServer:
         self._ring.close()
         if self._buffers is not None:
             self._buffers.close()
-        self.listener.close()
-        self._wake_r.close()
-        self._wake_w.close()
-
-    # -- timeouts (the same sweep as servers/loop.py) ------------------------------------
-
-    def _on_timers(self) -> None:
-        now = time.monotonic_ns()
-        if self._accept_paused and now >= self._accept_retry_ns:
-            self._resume_accepting()
-        if (self._unfinished or self._idle_timeout_ns) and now >= self._next_sweep_ns:
-            self._next_sweep_ns = now + self._sweep_period_ns
-            self._sweep(now)
-
-    def _sweep(self, now_ns: int) -> None:
-        for conn in list(self._unfinished):
-            session = conn.session
-            if conn.closed or not session.attention or session.wants_close:
-                self._unfinished.discard(conn)
-            elif conn.mark_seq != session.partial_seq:
-                conn.mark_seq = session.partial_seq
-                conn.mark_ns = now_ns
-            elif now_ns - conn.mark_ns >= self._header_timeout_ns:
-                self._unfinished.discard(conn)
-                self._time_out(conn, session.timed_out(), "header_timeout")
-        if self._idle_timeout_ns:
-            idle_ms = self._idle_timeout_ns // 1_000_000
-            for conn in list(self._conns.values()):
-                quiet_ms = tcp_idle_ms(conn.sock)
-                if quiet_ms is not None and quiet_ms >= idle_ms:
-                    self._time_out(conn, b"", "idle_timeout")
-
-    def _time_out(self, conn: Conn, reply: bytes, kind: str) -> None:
-        self.counters.errors[kind] += 1
-        if reply and not conn.out_bytes:
-            try:
-                sent = conn.sock.send(reply, socket.MSG_DONTWAIT)
-            except OSError:
-                sent = 0
-            self.counters.writes += 1
-            self.counters.bytes_out += sent
-        self._close(conn)
 
 
 def _bytearray_address(buffer: bytearray) -> int:

@@ -15,7 +15,7 @@ import pytest
 from lab.assignment.handout import ANNOTATED, MARK, SOLUTION, STARTER, student_copy
 from lab.demos.fdset_overflow import compiler
 from lab.grade import FULL_MARKS, RUBRIC, grade
-from muxlab.limits import raise_fd_limit
+from muxlab.fdbudget import raise_fd_limit
 
 
 @pytest.fixture(autouse=True)

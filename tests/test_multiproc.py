@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from servers.backends import READ
-from servers.counters import parse_counters_line
+from servers.contract import parse_counters_line, parse_ready_line
 from servers.loop import Server, ServerConfig
 from servers.multiproc import (
     BALANCE_NAMES,
@@ -28,7 +28,6 @@ from servers.multiproc import (
     ExclusiveListenerEpoll,
     combine_counters,
 )
-from servers.process import READY_RE
 from tests.conftest import ServerFactory
 
 SERVE = [sys.executable, "-m", "muxlab", "serve"]
@@ -130,7 +129,7 @@ def test_a_signal_to_the_parent_stops_every_worker_with_exit_0(sig: signal.Signa
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        assert READY_RE.match(proc.stdout.readline().rstrip("\n"))
+        assert parse_ready_line(proc.stdout.readline()) is not None
         proc.send_signal(signal.SIGUSR1)
         counters = parse_counters_line(proc.stdout.readline().rstrip("\n"))
         assert counters is not None
@@ -155,7 +154,7 @@ def test_a_killed_worker_stops_the_server_non_zero_and_names_it() -> None:
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        assert READY_RE.match(proc.stdout.readline().rstrip("\n"))
+        assert parse_ready_line(proc.stdout.readline()) is not None
         proc.send_signal(signal.SIGUSR1)
         line = proc.stdout.readline()
         counters = parse_counters_line(line.rstrip("\n"))

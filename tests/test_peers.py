@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from servers import peers, registry
+from servers.contract import parse_ready_line
 from servers.peers import NginxServer
-from servers.process import READY_RE, ServerProcess, ServerProcessError, terminate
+from servers.process import ServerProcess, ServerProcessError, terminate
 from servers.protocols import HTTP_BODY, HTTP_OK
 from tests.clients import echo_chunks, recv_exactly, split_http_responses
 from tests.conftest import require_tool
@@ -75,10 +76,10 @@ def test_peer_ready_line_names_the_implementation(peer: str) -> None:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().rstrip("\n")
-        ready = READY_RE.match(line)
+        ready = parse_ready_line(line)
         assert ready is not None, line
-        assert (ready["host"], ready["backend"], ready["protocol"]) == ("127.0.0.1", peer, "http")
-        with socket.create_connection(("127.0.0.1", int(ready["port"])), timeout=10):
+        assert (ready.host, ready.backend, ready.protocol) == ("127.0.0.1", peer, "http")
+        with socket.create_connection(("127.0.0.1", ready.port), timeout=10):
             pass  # the port it names is the port it listens on
     finally:
         terminate(proc, signal.SIGTERM, 10.0)

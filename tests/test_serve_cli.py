@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from muxlab.cli import main as muxlab_main
+from servers.contract import parse_counters_line, parse_ready_line
 from servers.loop import Server, ServerFailedError
-from servers.process import READY_RE
 from tests.conftest import ServerFactory
 
 SERVE = [sys.executable, "-m", "muxlab", "serve"]
@@ -31,17 +31,18 @@ def test_ready_line_then_clean_exit_on_signal(sig: signal.Signals) -> None:
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline().rstrip("\n")
-        match = READY_RE.match(first)
-        assert match, first
-        assert (match["host"], match["backend"], match["protocol"]) == ("127.0.0.1", "poll", "http")
-        assert int(match["port"]) > 0
+        ready = parse_ready_line(first)
+        assert ready is not None, first
+        assert (ready.host, ready.backend, ready.protocol) == ("127.0.0.1", "poll", "http")
+        assert ready.port > 0
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=10)
     finally:
         proc.kill()
         proc.wait()
     assert proc.returncode == 0, err
-    assert out.startswith("muxlab: counters {")
+    final = parse_counters_line(out.splitlines()[0])
+    assert final is not None and final["connections_open"] == 0, out
     assert "Traceback" not in err
 
 
@@ -101,7 +102,7 @@ def test_server_lifts_its_soft_descriptor_limit_to_the_hard_one() -> None:
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        assert READY_RE.match(proc.stdout.readline().rstrip("\n"))
+        assert parse_ready_line(proc.stdout.readline()) is not None
         assert resource.prlimit(proc.pid, resource.RLIMIT_NOFILE) == (hard, hard)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -126,5 +127,5 @@ def test_a_failed_listener_or_backend_is_one_line_and_exit_1(
     assert err.splitlines() == [
         "muxlab serve: error: the listening socket failed: EINVAL (Invalid argument)"
     ]
-    assert READY_RE.match(out.splitlines()[0])
-    assert out.splitlines()[1].startswith("muxlab: counters {")
+    assert parse_ready_line(out.splitlines()[0]) is not None
+    assert parse_counters_line(out.splitlines()[1]) is not None

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.experiments import PlanOverrides, apply_overrides, fd_budget, preset
+from benchmarks.experiments import PlanOverrides, apply_overrides, preset
 from muxlab.cli import main
 from muxlab.errors import UsageError
+from muxlab.fdbudget import sweep_connection_budget
 from servers import peers
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "results.json"
@@ -97,7 +98,7 @@ def test_missing_peers_are_skipped_with_a_note(
 
 
 def test_presets_fit_the_descriptor_budget_and_skip_select_by_design() -> None:
-    budget = fd_budget()
+    budget = sweep_connection_budget()
     for name in ("quick", "default", "full"):
         points = preset(name).points()
         assert points
@@ -114,7 +115,7 @@ def test_a_plan_past_the_descriptor_budget_is_refused(monkeypatch: pytest.Monkey
     """The budget comes from RLIMIT_NOFILE, read when the plan is checked."""
     hard = 2000
     monkeypatch.setattr(resource, "getrlimit", lambda _which: (hard, hard))
-    budget = fd_budget()
+    budget = sweep_connection_budget()
     assert budget < hard  # the server's own descriptors are reserved
     active = next(e for e in preset("full").experiments if e.name == "active")
     assert max(active.connections) == budget  # full's active grid ends at the budget

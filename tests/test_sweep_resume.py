@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from muxlab.cpu import proc_stat_fields
+
 PLAN = """\
 repeats = 2
 duration_s = 0.3
@@ -51,7 +53,7 @@ def children_of(pid: int) -> list[int]:
 
 def alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = proc_stat_fields(pid)[0]
     except OSError:
         return False
     return state != "Z"
