@@ -12,7 +12,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from muxlab.errors import UsageError
 
@@ -66,6 +66,21 @@ class LoadConfig:
     @property
     def open_loop(self) -> bool:
         return self.rate_rps is not None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LoadConfig:
+        """The inverse of ``dataclasses.asdict``: the ``config`` object of a result file."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"unknown LoadConfig field(s) {unknown}")
+        values = dict(data)
+        for name in ("cpus", "server_cpus"):
+            if name in values:
+                values[name] = tuple(values[name])
+        if "headers" in values:
+            values["headers"] = tuple((str(n), str(v)) for n, v in values["headers"])
+        return cls(**values)
 
     @property
     def total_connections(self) -> int:
