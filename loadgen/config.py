@@ -87,6 +87,14 @@ class LoadConfig:
         return self.connections + self.idle
 
 
+def load_protocol(name: str) -> LoadProtocol:
+    """``name`` as a protocol the load generator speaks; :class:`UsageError` if none."""
+    for protocol in LOAD_PROTOCOLS:
+        if protocol == name:
+            return protocol
+    raise UsageError(f"the load generator speaks {', '.join(LOAD_PROTOCOLS)}, not {name!r}")
+
+
 def parse_header(text: str) -> tuple[str, str]:
     """``"Name: value"`` -> ``("Name", "value")`` (wrk's ``--header`` syntax)."""
     name, colon, value = text.partition(":")

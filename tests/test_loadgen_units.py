@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from loadgen.config import LoadConfig, default_processes, parse_cpu_list, resolve
 from loadgen.connection import Conn
+from loadgen.messages import Go, WorkerSpec
 from loadgen.protocols.echo import EchoClient, classify_echo, echo_filler, echo_message
 from loadgen.protocols.http import HttpClient
 from loadgen.recording import (
@@ -41,7 +42,6 @@ from loadgen.verify import (
     HTTP_STATUS,
     UNEXPECTED_DATA,
 )
-from loadgen.messages import Go, WorkerSpec
 from loadgen.worker import Worker
 from muxlab.errors import UsageError
 from servers.protocols import HTTP_OK
