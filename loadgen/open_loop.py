@@ -29,8 +29,9 @@ _IN = select.EPOLLIN
 
 def run_open_loop(w: Worker) -> None:
     # The hot loop: flat on purpose, with locals bound before it, as the closed loops in
-    # loadgen.protocols are. It is not one of them: slots, not replies, decide what leaves,
-    # and each reply is matched to its intended time.
+    # loadgen.protocols are; its receive-and-verify lines repeat theirs deliberately (a
+    # shared helper would cost a call per reply). It is not one of them: slots, not
+    # replies, decide what leaves, and each reply is matched to its intended time.
     window = w.window
     assert window is not None and w.spec.rate_rps is not None
     recorder_uncorrected = window.recorder_uncorrected
