@@ -22,13 +22,20 @@ Usage: ``pytest --benchmark-only benchmarks/test_loadgen_split.py``; more rounds
 ``MUXLAB_SPLIT_ROUNDS=9``. The time column is the wall time of all rounds, not the result.
 A noisy machine gives a wide interval (verdict ``undecided``); nothing is asserted about
 it, only that every run answered requests without errors.
+
+``test_send_path`` isolates the one change on the closed loops' per-request path (a call
+to ``Worker.send_or_queue`` where the block was inlined): its two rows, in one table,
+give the nanoseconds per send of each, to set against the client CPU per request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -40,6 +47,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.stats import ratio_of_medians, ratio_text, verdict
+from loadgen.connection import Conn
+from loadgen.messages import WorkerSpec
+from loadgen.worker import Worker
 from servers.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,3 +158,72 @@ def test_split_client_cpu_per_request(
         goal=f"<= {GOAL}",
         verdict=verdict(ratio, "<=", GOAL),
     )
+
+
+# -- the one hot-path change, alone: a call to Worker.send_or_queue instead of inline code --
+
+SENDS = 1000
+
+
+def _inline_sends(c: Conn, w: Worker, payload: bytes) -> None:
+    # The send-or-queue block as the hot loops inlined it before the split.
+    queue_output = w.queue_output
+    for _ in range(SENDS):
+        if c.out:
+            queue_output(c, payload)
+        else:
+            try:
+                written = c.send(payload)
+            except OSError:
+                return
+            if written != len(payload):
+                queue_output(c, payload, written)
+
+
+def _called_sends(c: Conn, w: Worker, payload: bytes) -> None:
+    send_or_queue = w.send_or_queue
+    for _ in range(SENDS):
+        if not send_or_queue(c, payload):
+            return
+
+
+@pytest.mark.parametrize("variant", ["inline", "send_or_queue"])
+def test_send_path(benchmark: pytest.FixtureRequest, variant: str) -> None:
+    """``SENDS`` sends of one 64-byte request on a socket pair, the peer drained between
+    rounds: what the split changed per request in the closed loops, and nothing else."""
+    spec = WorkerSpec(index=0, family=socket.AF_UNIX, sockaddr=(), protocol="echo",
+                      request=b"", first_cid=0, active=1, idle=0, all_active=1,
+                      size_bytes=ECHO_BYTES, pipeline=1, rate_rps=None, connect_rate_cps=1.0,
+                      timeout_s=1.0, cpu=None, fds_needed=0, progress=False)  # fmt: skip
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    ours.setblocking(False)
+    worker = Worker(spec, ctl=None)  # type: ignore[arg-type]
+    conn = Conn(ours, cid=0)
+    worker.conns[conn.fd] = conn
+    worker.ep.register(conn.fd, select.EPOLLIN)
+    payload = bytes(ECHO_BYTES)
+    sends = _inline_sends if variant == "inline" else _called_sends
+
+    def drain() -> tuple[tuple[Conn, Worker, bytes], dict[str, object]]:
+        theirs.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while theirs.recv(1 << 20):
+                pass
+        return (conn, worker, payload), {}
+
+    try:
+        benchmark.group = "loadgen split: one send path, 1000 sends of 64 B"  # type: ignore[attr-defined]
+        benchmark.pedantic(sends, setup=drain, rounds=200, iterations=1)  # type: ignore[attr-defined]
+        assert not conn.out and worker.errors == {}  # every byte was taken by the kernel
+        drain()
+        conn.sock.send(b"x")
+        assert theirs.recv(16) == b"x"
+        median_s = benchmark.stats.stats.median  # type: ignore[attr-defined]
+        benchmark.extra_info.update(  # type: ignore[attr-defined]
+            variant=variant, ns_per_send=round(median_s / SENDS * 1e9, 1)
+        )
+    finally:
+        worker.ep.close()
+        ours.close()
+        theirs.close()
