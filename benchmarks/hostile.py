@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadgen.phase_lines import parse_phase_line
 from servers.process import ServerProcess
 
 Address = tuple[str, int]
@@ -247,7 +248,7 @@ def soak(
                 # the cap, not the server's survival next to hostile clients.
                 assert load_proc.stdout is not None
                 for line in load_proc.stdout:
-                    if line.startswith("muxlab load: phase measure"):
+                    if parse_phase_line(line) == "measure":
                         break
                 for thread in threads:
                     thread.start()

@@ -4,12 +4,12 @@ One run of one point, in the manner of vmbench's orchestrator:
 
 1. start the server (``muxlab serve``, a Python peer, or nginx) pinned to its own CPU and
    wait for its ready line;
-2. start ``muxlab load`` pinned to the other CPUs with ``--phase-lines``; it ramps its
-   connections, runs a warm-up that is discarded, and prints ``muxlab load: phase
-   measure`` when the measurement window opens and ``muxlab load: phase end`` when it
-   closes;
-3. at each of those two lines, read the server's counters (SIGUSR1) and CPU time, so every
-   server-side number is a delta over the client's window;
+2. run the load generator pinned to the other CPUs (:func:`loadgen.child.run_load_in_child`:
+   a typed ``LoadConfig`` in, a ``LoadResult`` out, ``muxlab load`` in a process of its
+   own); it ramps its connections, runs a warm-up that is discarded, and announces when
+   the measurement window opens and when it closes;
+3. at each of those two moments, read the server's counters (SIGUSR1) and CPU time, so
+   every server-side number is a delta over the client's window;
 4. stop the load generator and the server and reap both, in ``finally``, whatever
    happened, Ctrl-C included;
 5. judge the repeat (:mod:`benchmarks.validity`): an invalid one is kept in the file with
@@ -25,18 +25,12 @@ The results file is rewritten after every run, so Ctrl-C keeps every finished ru
 
 from __future__ import annotations
 
-import json
 import os
-import queue
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
@@ -50,15 +44,16 @@ from benchmarks.results import (
     slot_settled,
 )
 from benchmarks.validity import RepeatEvidence, repeat_problems, rules_for
-from loadgen.result import CLIENT_BOUND_UTIL
+from loadgen.child import LOAD_COMMAND, LoadChildError, run_load_in_child
+from loadgen.config import LoadConfig, load_protocol
+from loadgen.phase_lines import Phase
+from loadgen.result import EXIT_INTERRUPTED, SCHEMA_VERSION, LoadResult
 from servers import registry
-from servers.process import ServerProcessError, terminate
+from servers.process import ServerProcessError
 from servers.protocols import HTTP_OK
 from servers.registry import ServerRequest
 
-PHASE_MEASURE = "muxlab load: phase measure"
-PHASE_END = "muxlab load: phase end"
-LOADGEN = (sys.executable, "-m", "muxlab", "load")
+LOADGEN = LOAD_COMMAND  # what --loadgen replaces: a program with muxlab load's options
 # Counters whose difference between the two snapshots means "work done in the window".
 DELTA_COUNTERS = (
     "wait_calls",
@@ -79,7 +74,6 @@ DELTA_COUNTERS = (
 # (4096) from overflowing, which would cost a 1 s SYN retransmit (tcp(7)).
 CONNECT_RATE_CPS = 5000
 CONNECT_S_PER_CONNECTION = 1 / CONNECT_RATE_CPS
-STOP_GRACE_S = 5.0
 
 
 class PointFailed(Exception):
@@ -142,56 +136,26 @@ def reply_bytes(point: PointSpec) -> int:
     return point.msg_bytes if point.protocol == "echo" else len(HTTP_OK)
 
 
-def loadgen_argv(
-    point: PointSpec, plan: SweepPlan, config: SweepConfig, host: str, port: int, json_path: Path
-) -> list[str]:
-    options: dict[str, object] = {
-        "--host": host,
-        "--port": port,
-        "--protocol": point.protocol,
-        "--connections": point.connections,
-        "--idle": point.idle,
-        "--processes": len(config.client_cpus),
-        "--cpus": ",".join(map(str, config.client_cpus)),
-        "--duration": plan.duration_s,
-        "--warmup": plan.warmup_s,
-        "--pipeline": point.pipeline,
-        "--timeout": config.timeout_s,
-        "--connect-rate": CONNECT_RATE_CPS,
-        "--json": json_path,
-    }
-    if point.protocol == "echo":
-        options["--size"] = point.msg_bytes
-    if point.rate_rps is not None:
-        options["--rate"] = point.rate_rps
-    argv = list(config.loadgen)
-    for option, value in options.items():
-        argv += [option, str(value)]
-    argv += ["--quiet", "--phase-lines"]
-    return argv
-
-
-class LinePump:
-    """Lines of a child's stdout through a thread, so reading them can time out."""
-
-    _EOF = object()
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._queue: queue.Queue[object] = queue.Queue()
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(self._EOF)
-
-    def next(self, timeout_s: float) -> str | None:
-        """The next line; ``None`` at end of stream; :class:`PointFailed` on timeout."""
-        try:
-            item = self._queue.get(timeout=max(0.0, timeout_s))
-        except queue.Empty:
-            raise PointFailed(f"load generator silent for {timeout_s:.0f} s") from None
-        return None if item is self._EOF else str(item)
+def load_config(
+    point: PointSpec, plan: SweepPlan, config: SweepConfig, host: str, port: int
+) -> LoadConfig:
+    """What the load generator is asked to do for one run of ``point``."""
+    return LoadConfig(
+        host=host,
+        port=port,
+        protocol=load_protocol(point.protocol),
+        connections=point.connections,
+        idle=point.idle,
+        processes=len(config.client_cpus),
+        cpus=config.client_cpus,
+        duration_s=plan.duration_s,
+        warmup_s=plan.warmup_s,
+        pipeline=point.pipeline,
+        timeout_s=config.timeout_s,
+        connect_rate_cps=CONNECT_RATE_CPS,
+        size_bytes=point.msg_bytes if point.protocol == "echo" else LoadConfig.size_bytes,
+        rate_rps=point.rate_rps,
+    )
 
 
 def take_snapshot(server: ServerUnderTest, line_read_ns: int) -> Snapshot:
@@ -201,11 +165,6 @@ def take_snapshot(server: ServerUnderTest, line_read_ns: int) -> Snapshot:
         raise PointFailed(f"server did not report its counters: {exc}") from None
     at_ns = time.monotonic_ns()
     return Snapshot(at_ns, counters, (at_ns - line_read_ns) / 1e9)
-
-
-def stop_child(proc: subprocess.Popen[str]) -> None:
-    """SIGINT (the load generator writes what it has and exits), then SIGKILL."""
-    terminate(proc, signal.SIGINT, STOP_GRACE_S)
 
 
 def run_point_once(
@@ -222,12 +181,16 @@ def run_point_once(
     json_rel = f"loadgen/{stem}.json"
     json_path = config.run_dir / json_rel
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    # A file left by an attempt that Ctrl-C cut short must not pass for this one's.
-    json_path.unlink(missing_ok=True)
     started_at = now_iso()
     log_path = config.run_dir / "servers" / f"{stem}.log"
     server = make_server(point, config.server_cpu, log_path)
-    proc: subprocess.Popen[str] | None = None
+    snapshots: dict[Phase, Snapshot] = {}
+
+    def on_phase(phase: Phase) -> None:
+        read_ns = time.monotonic_ns()
+        if phase == "measure" or "measure" in snapshots:
+            snapshots[phase] = take_snapshot(server, read_ns)
+
     final: dict[str, Any] | None = None
     try:
         try:
@@ -235,80 +198,50 @@ def run_point_once(
         except ServerProcessError as exc:
             raise PointFailed(f"server did not start: {exc}") from None
         host, port = server.address
-        with tempfile.TemporaryFile("w+") as stderr:
-            proc = subprocess.Popen(
-                loadgen_argv(point, plan, config, host, port, json_path),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-            )
-            assert proc.stdout is not None
-            before, after = follow_phases(LinePump(proc.stdout), server, point, plan, config)
-            status = proc.wait()
-            stderr.seek(0)
-            error_text = stderr.read().strip()
-        if status == 130:
-            raise KeyboardInterrupt
-        if before is None or after is None or not json_path.exists():
-            last = error_text.splitlines()[-1] if error_text else "no output"
-            raise PointFailed(f"load generator exited {status}: {last}")
-    finally:
-        # Nested so that a second Ctrl-C while the load generator stops still reaps the
-        # server.
+        load = load_config(point, plan, config, host, port)
         try:
-            if proc is not None:
-                stop_child(proc)
-        finally:
-            final = server.stop()
-    run, load = build_result(
-        point, config, repeat, started_at, status, json_rel, before, after, final
-    )
-    return judge(replace(run, attempt=attempt), point, load, kinds)
+            child = run_load_in_child(load, json_path, on_phase,
+                                      deadline_s=run_budget_s(point, plan, config),
+                                      command=config.loadgen)  # fmt: skip
+        except LoadChildError as exc:
+            raise PointFailed(str(exc)) from None
+        if child.status == EXIT_INTERRUPTED:
+            raise KeyboardInterrupt
+        before, after = snapshots.get("measure"), snapshots.get("end")
+        if before is None or after is None or child.result is None:
+            raise PointFailed(
+                f"load generator exited {child.status}: {child.stderr_tail or 'no output'}"
+            )
+    finally:
+        final = server.stop()
+    run = build_result(point, repeat, started_at, child.status, json_rel, before, after, final,
+                       child.result)  # fmt: skip
+    return judge(replace(run, attempt=attempt), point, child.result, kinds)
 
 
-def follow_phases(
-    lines: LinePump,
-    server: ServerUnderTest,
-    point: PointSpec,
-    plan: SweepPlan,
-    config: SweepConfig,
-) -> tuple[Snapshot | None, Snapshot | None]:
-    """Snapshot the server at the two phase lines; return when the load generator ends."""
-    budget_s = (
+def run_budget_s(point: PointSpec, plan: SweepPlan, config: SweepConfig) -> float:
+    """How long the load generator may stay silent: its ramp, phases, drain and report."""
+    return (
         plan.warmup_s
         + plan.duration_s
         + 2 * config.timeout_s
         + 10.0
         + CONNECT_S_PER_CONNECTION * point.total_connections
     )
-    deadline = time.monotonic() + budget_s
-    before = after = None
-    while True:
-        line = lines.next(deadline - time.monotonic())
-        if line is None:
-            return before, after
-        read_ns = time.monotonic_ns()
-        if line == PHASE_MEASURE:
-            before = take_snapshot(server, read_ns)
-        elif line == PHASE_END and before is not None:
-            after = take_snapshot(server, read_ns)
 
 
 def build_result(
     point: PointSpec,
-    config: SweepConfig,
     repeat: int,
     started_at: str,
     status: int,
     json_rel: str,
-    before: Snapshot | None,
-    after: Snapshot | None,
+    before: Snapshot,
+    after: Snapshot,
     final: dict[str, Any] | None,
-) -> tuple[RunResult, dict[str, Any]]:
-    """The run's numbers, and the load generator's result they came from."""
-    assert before is not None and after is not None
-    load = json.loads((config.run_dir / json_rel).read_text())
+    load: LoadResult,
+) -> RunResult:
+    """The run's numbers, from the server's snapshots and the load generator's result."""
     window_s = (after.at_ns - before.at_ns) / 1e9
     server_cpu_s = after.cpu_s - before.cpu_s
     delta = {
@@ -319,67 +252,52 @@ def build_result(
     per_reply = reply_bytes(point)
     replies_window = delta["bytes_out"] // per_reply if "bytes_out" in delta else None
     replies_total = int(final["bytes_out"]) // per_reply if final and "bytes_out" in final else None
-    client_cpu = tuple(float(c) for c in load["client_cpu"])
-    parent_cpu = load.get("parent_cpu")
     # The busiest load process, the parent included: one saturated worker is enough to
-    # hold a run back (issue 8 item 6), however idle the others were.
-    client_util = max((*client_cpu, float(parent_cpu or 0.0)), default=0.0)
-    requests = replies_window if replies_window is not None else int(load["requests_ok"])
-    latency = load["latency_us"]
+    # hold a run back, however idle the others were (LoadResult.client_bound says it).
+    client_util = max((*load.client_cpu, load.parent_cpu), default=0.0)
+    requests = replies_window if replies_window is not None else load.requests_ok
     metrics = derived_metrics(delta, server_cpu_s, window_s, requests)
     metrics.update(
-        rps=float(load["rps"]),
-        mib_per_s=float(load["mib_per_s"]),
-        p50_us=float(latency["p50"]),
-        p99_us=float(latency["p99"]),
+        rps=load.rps,
+        mib_per_s=load.mib_per_s,
+        p50_us=load.latency.p50,
+        p99_us=load.latency.p99,
         client_cpu_util=client_util,
     )
-    run = RunResult(
+    return RunResult(
         repeat=repeat,
         started_at=started_at,
         loadgen_status=status,
         loadgen_json=json_rel,
         window_s=window_s,
-        requests_ok=int(load["requests_ok"]),
-        requests_total=int(load["requests_total"]),
-        errors={str(k): int(v) for k, v in load["errors"].items()},
-        latency_us={str(k): float(v) for k, v in latency.items()},
-        client_cpu=client_cpu,
-        client_bound=client_bound(load),
+        requests_ok=load.requests_ok,
+        requests_total=load.requests_total,
+        errors=dict(load.errors),
+        latency_us=load.latency.to_json(),
+        client_cpu=load.client_cpu,
+        client_bound=load.client_bound,
         server_cpu_s=server_cpu_s,
         server_delta=delta,
         server_replies_window=replies_window,
         server_replies_total=replies_total,
-        idle_open_at_end=load.get("connections", {}).get("idle_open_at_end"),
+        idle_open_at_end=load.connections.idle_open_at_end,
         metrics=metrics,
         server_connections_open=before.counters.get("connections_open"),
-        client_window_s=float(load["duration_s"]) if "duration_s" in load else None,
+        client_window_s=load.duration_s,
         snapshot_lags_s=(before.lag_s, after.lag_s),
-        parent_cpu=None if parent_cpu is None else float(parent_cpu),
-        load_schema=int(load.get("schema_version", 1)),
+        parent_cpu=load.parent_cpu,
+        load_schema=SCHEMA_VERSION,
     )
-    return run, load
 
 
-def client_bound(load: dict[str, Any]) -> bool:
-    """Any one load process at the limit may have held the whole run back, so the test
-    is per process (max), never the mean: schema 2 says it; schema 1 is computed."""
-    if "client_bound" in load:
-        return bool(load["client_bound"])
-    busiest = max((float(c) for c in load["client_cpu"]), default=0.0)
-    return busiest >= CLIENT_BOUND_UTIL
-
-
-def judge(
-    run: RunResult, point: PointSpec, load: dict[str, Any], kinds: tuple[str, ...]
-) -> RunResult:
+def judge(run: RunResult, point: PointSpec, load: LoadResult, kinds: tuple[str, ...]) -> RunResult:
     """The run with its validity (benchmarks.validity) under its experiments' rules."""
     evidence = RepeatEvidence(
         connections=point.connections,
         idle=point.idle,
         pipeline=point.pipeline,
         loadgen_status=run.loadgen_status,
-        load=load,
+        load=load.to_json(),
         window_s=run.window_s,
         snapshot_lags_s=run.snapshot_lags_s or (0.0, 0.0),
         server_connections_open=run.server_connections_open,

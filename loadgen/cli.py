@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
-from loadgen.config import (
-    DEFAULT_CONNECT_RATE_CPS,
-    LOAD_PROTOCOLS,
-    LoadConfig,
-    parse_cpu_list,
-    parse_header,
-)
+from loadgen.config import DEFAULT_CONNECT_RATE_CPS, LOAD_PROTOCOLS
+from loadgen.options import config_from_args
+from loadgen.phase_lines import Phase, phase_line
 from loadgen.report import format_progress, format_summary
 from loadgen.runner import Progress, run_load
 from muxlab.atomic import write_json_atomic
 from muxlab.clibase import HelpFormatter, Subparsers
 from muxlab.errors import UsageError
-
-PHASE_LINE = "muxlab load: phase {}"
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -108,33 +101,9 @@ def add_parser(subparsers: Subparsers) -> None:
     add("--json", type=Path, default=None, help="write the result here (atomically)")
     add("--quiet", action="store_true", help="no summary and no progress line")
     add("--phase-lines", action="store_true",
-        help="print 'muxlab load: phase measure' and 'muxlab load: phase end' on stdout "
+        help=f"print '{phase_line('measure')}' and '{phase_line('end')}' on stdout "
         "as the measurement window opens and closes")  # fmt: skip
     parser.set_defaults(run=run)
-
-
-def config_from_args(args: argparse.Namespace) -> LoadConfig:
-    return LoadConfig(
-        host=args.host,
-        port=args.port,
-        protocol=args.protocol,
-        connections=args.connections,
-        idle=args.idle,
-        processes=args.processes,
-        cpus=parse_cpu_list(args.cpus) if args.cpus else (),
-        server_cpus=parse_cpu_list(args.server_cpu) if args.server_cpu else (),
-        duration_s=args.duration,
-        warmup_s=args.warmup,
-        size_bytes=args.size,
-        pipeline=args.pipeline,
-        rate_rps=args.rate,
-        connect_rate_cps=args.connect_rate,
-        timeout_s=args.timeout,
-        method=args.method,
-        path=args.path,
-        headers=tuple(parse_header(h) for h in args.header),
-        allow_shared_cpus=args.force,
-    )
 
 
 def check_output_path(path: Path) -> None:
@@ -153,13 +122,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_output_path(args.json)
     show_progress = not args.quiet and sys.stderr.isatty()
-    # A shell starts background jobs with SIGINT ignored; Ctrl-C (or kill -INT) must still
-    # stop the run and keep its partial result.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def on_phase(phase: str) -> None:
+    def on_phase(phase: Phase) -> None:
         if args.phase_lines:
-            print(PHASE_LINE.format(phase), flush=True)
+            print(phase_line(phase), flush=True)
 
     def on_progress(progress: Progress) -> None:
         sys.stderr.write("\r" + format_progress(progress) + "\033[K")

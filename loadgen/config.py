@@ -12,7 +12,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from muxlab.errors import UsageError
 
@@ -67,9 +67,32 @@ class LoadConfig:
     def open_loop(self) -> bool:
         return self.rate_rps is not None
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LoadConfig:
+        """The inverse of ``dataclasses.asdict``: the ``config`` object of a result file."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"unknown LoadConfig field(s) {unknown}")
+        values = dict(data)
+        for name in ("cpus", "server_cpus"):
+            if name in values:
+                values[name] = tuple(values[name])
+        if "headers" in values:
+            values["headers"] = tuple((str(n), str(v)) for n, v in values["headers"])
+        return cls(**values)
+
     @property
     def total_connections(self) -> int:
         return self.connections + self.idle
+
+
+def load_protocol(name: str) -> LoadProtocol:
+    """``name`` as a protocol the load generator speaks; :class:`UsageError` if none."""
+    for protocol in LOAD_PROTOCOLS:
+        if protocol == name:
+            return protocol
+    raise UsageError(f"the load generator speaks {', '.join(LOAD_PROTOCOLS)}, not {name!r}")
 
 
 def parse_header(text: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from resource import RLIM_INFINITY
 from typing import Any
 
 from loadgen.config import LoadConfig
-from loadgen.protocols.http import build_request
+from loadgen.protocols import CLIENTS
 from muxlab.errors import SetupError
 from muxlab.fdbudget import fd_limits, worker_descriptors
 
@@ -26,7 +26,7 @@ PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 class Target:
     family: int
     sockaddr: tuple[Any, ...]
-    http_request: bytes
+    request: bytes  # the protocol client's fixed request (ProtocolClient.fixed_request)
 
 
 def resolve_target(config: LoadConfig) -> Target:
@@ -37,7 +37,7 @@ def resolve_target(config: LoadConfig) -> Target:
     except socket.gaierror as exc:
         raise SetupError(f"cannot resolve host {config.host!r}: {exc.strerror}") from None
     host = f"[{config.host}]" if ":" in config.host else config.host
-    request = build_request(config.method, config.path, config.headers, f"{host}:{config.port}")
+    request = CLIENTS[config.protocol].fixed_request(config, f"{host}:{config.port}")
     return Target(family, tuple(sockaddr), request)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -149,6 +150,19 @@ class LatencySummary:
             p99_9=by_name["p99_9"],
             max=histogram.get_max_value() / 1000,
             mean=float(histogram.get_mean_value()) / 1000,
+            count=count,
+        )
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], count: int) -> LatencySummary:
+        """Read back :meth:`to_json` (``count`` is not in it: it is the histogram's)."""
+        return cls(
+            p50=float(data["p50"]),
+            p90=float(data["p90"]),
+            p99=float(data["p99"]),
+            p99_9=float(data["p99_9"]),
+            max=float(data["max"]),
+            mean=float(data["mean"]),
             count=count,
         )
 

@@ -1,9 +1,11 @@
 """What a load run measured: :class:`LoadResult`, merged from every worker's report.
 
-``to_json()`` is the result file's schema (``schema_version`` 1): the config, the
-environment, counts inside the measurement window, errors by kind, latency percentiles
-and the merged HdrHistogram in its standard encoding, which ``hdrh`` can decode and add
-to other runs' histograms (``loadgen.recording.merge_encoded``).
+``to_json()`` is the result file's schema (``schema_version`` 2, LOAD_CONTRACT and
+docs/loadgen.md): the config, the environment, counts inside the measurement window,
+errors by kind, latency percentiles and the merged HdrHistogram in its standard encoding,
+which ``hdrh`` can decode and add to other runs' histograms
+(``loadgen.recording.merge_encoded``). ``LoadResult.from_json`` reads such a file back:
+this module is the one owner of the format, writer and reader.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.config import LoadConfig
+from loadgen.messages import SlotCounts, WorkerReport
 from loadgen.recording import LatencySummary, encode, merge_encoded
-from loadgen.worker import SlotCounts, WorkerReport
 
 SCHEMA_VERSION = 2
 MIB = 1 << 20
@@ -67,6 +69,13 @@ class OpenLoopCounts:
     @property
     def overloaded(self) -> bool:
         return self.achieved_rps < ACHIEVED_SHARE * self.offered_rps
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], duration_s: float) -> OpenLoopCounts:
+        """Read back :meth:`to_json`; the rates are derived again from the counts."""
+        return cls(float(data["offered_rps"]), int(data["due"]), int(data["sent"]),
+                   int(data["answered"]), int(data["late"]), int(data["refused"]),
+                   duration_s)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,6 +144,52 @@ class LoadResult:
             return EXIT_ERRORS
         return EXIT_OVERLOADED if self.overloaded else EXIT_OK
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LoadResult:
+        """A result file read back, exactly as :meth:`to_json` wrote it (its rounding
+        included); :class:`ValueError` for anything that is not a schema 2 result."""
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"not a schema {SCHEMA_VERSION} load result (schema {version})")
+        try:
+            return cls._from_json(data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed load result: {type(exc).__name__} {exc}") from None
+
+    @classmethod
+    def _from_json(cls, data: dict[str, Any]) -> LoadResult:
+        histogram = str(data["histogram"])
+        uncorrected = data["histogram_uncorrected"]
+        duration_s = float(data["duration_s"])
+        open_loop = data["open_loop"]
+        slots = None if open_loop is None else OpenLoopCounts.from_json(open_loop, duration_s)
+        return cls(
+            config=LoadConfig.from_json(data["config"]),
+            environment=dict(data["environment"]),
+            requests_ok=int(data["requests_ok"]),
+            requests_total=int(data["requests_total"]),
+            errors={str(k): int(v) for k, v in data["errors"].items()},
+            duration_s=duration_s,
+            bytes_sent=int(data["bytes_sent"]),
+            bytes_received=int(data["bytes_received"]),
+            per_second=tuple(int(n) for n in data["per_second"]),
+            client_cpu=tuple(float(u) for u in data["client_cpu"]),
+            connections=ConnectionCounts(**data["connections"]),
+            latency=LatencySummary.from_json(data["latency_us"], _count(histogram)),
+            latency_uncorrected=(
+                None
+                if data["latency_us_uncorrected"] is None
+                else LatencySummary.from_json(data["latency_us_uncorrected"], _count(uncorrected))
+            ),
+            histogram=histogram,
+            histogram_uncorrected=None if uncorrected is None else str(uncorrected),
+            interrupted=bool(data["interrupted"]),
+            worker_failures=tuple(str(f) for f in data["worker_failures"]),
+            reconnects=int(data["reconnects"]),
+            open_loop=slots,
+            parent_cpu=float(data["parent_cpu"]),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
@@ -165,6 +220,11 @@ class LoadResult:
             "histogram_uncorrected": self.histogram_uncorrected,
             "worker_failures": list(self.worker_failures),
         }
+
+
+def _count(encoded: str | None) -> int:
+    """How many latencies an encoded histogram holds (0 for none or an empty string)."""
+    return merge_encoded([encoded]).get_total_count() if encoded else 0
 
 
 def merge_reports(

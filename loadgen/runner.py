@@ -26,10 +26,24 @@ from multiprocessing.process import BaseProcess
 from typing import cast
 
 from loadgen.config import LoadConfig, resolve
+from loadgen.messages import (
+    Done,
+    Failed,
+    FromWorker,
+    Go,
+    RampReport,
+    Ready,
+    Stop,
+    ToWorker,
+    WorkerProgress,
+    WorkerReport,
+    WorkerSpec,
+)
+from loadgen.phase_lines import Phase
 from loadgen.preflight import Target, fds_per_worker, preflight
 from loadgen.result import LoadResult, merge_reports
 from loadgen.schedule import Phases, split_evenly
-from loadgen.worker import RampReport, WorkerReport, WorkerSpec, worker_main
+from loadgen.worker import worker_main
 from muxlab.environment import environment
 
 # Start-up allowance per run: a spawned interpreter imports loadgen in well under a second;
@@ -46,7 +60,7 @@ WORKER_FAILED = "worker_failed"
 # would measure a shorter window than the others, silently.
 WORKER_NOT_READY = "worker_not_ready"
 
-PhaseCallback = Callable[[str], None]
+PhaseCallback = Callable[[Phase], None]
 
 
 @dataclass(frozen=True)
@@ -76,7 +90,7 @@ def plan_workers(config: LoadConfig, target: Target, progress: bool) -> list[Wor
                 family=target.family,
                 sockaddr=target.sockaddr,
                 protocol=config.protocol,
-                http_request=target.http_request,
+                request=target.request,
                 first_cid=first_cid,
                 active=active,
                 idle=idle,
@@ -140,21 +154,20 @@ class _Session:
         for pipe in ready:
             index = self.pipes[pipe]
             try:
-                message = pipe.recv()
+                message: FromWorker = pipe.recv()
             except (EOFError, OSError):
                 self._lose(pipe, index)
                 continue
-            kind = message[0]
-            if kind == "ready":
-                self.ready[index] = message[1]
-            elif kind == "progress":
-                self.done_by_worker[index] = message[2]
-                self.errors_by_worker[index] = message[3]
-            elif kind == "done":
-                self.reports[index] = message[1]
+            if isinstance(message, Ready):
+                self.ready[index] = message.ramp
+            elif isinstance(message, WorkerProgress):
+                self.done_by_worker[index] = message.requests_done
+                self.errors_by_worker[index] = message.errors
+            elif isinstance(message, Done):
+                self.reports[index] = message.report
                 self._retire(pipe)
-            elif kind == "failed":
-                self.failures.append(f"worker {index}: {message[2]}")
+            elif isinstance(message, Failed):
+                self.failures.append(f"worker {index}: {message.reason}")
                 self.errors[WORKER_FAILED] += 1
                 self._retire(pipe)
 
@@ -179,14 +192,14 @@ class _Session:
             self.failures.append(f"worker {index}: not ready by the start deadline")
             self.errors[WORKER_NOT_READY] += 1
             try:
-                pipe.send(("stop",))
+                pipe.send(Stop())
             except OSError:
                 self._lose(pipe, index)
                 continue
             # Its report, if it sends one, has no window; it is not waited for.
             self._retire(pipe)
 
-    def send_all(self, message: tuple[object, ...]) -> None:
+    def send_all(self, message: ToWorker) -> None:
         for pipe in list(self.pipes):
             try:
                 pipe.send(message)
@@ -227,15 +240,15 @@ class _Follower:
         self.phases = phases
         self.on_phase = on_phase
         self.on_progress = on_progress
-        self.announced: list[str] = []
+        self.announced: list[Phase] = []
         # (process CPU ns, monotonic ns) as the window opened and closed: the parent is a
         # client process too, and must not be what limits the run.
-        self.cpu_marks: dict[str, tuple[int, int]] = {}
+        self.cpu_marks: dict[Phase, tuple[int, int]] = {}
         self.last_done = 0
         self.last_ns = phases.warmup_start_ns
         self.next_progress_ns = phases.warmup_start_ns
 
-    def announce(self, phase: str) -> None:
+    def announce(self, phase: Phase) -> None:
         if phase not in self.announced:
             self.cpu_marks[phase] = (time.process_time_ns(), time.monotonic_ns())
             self.announced.append(phase)
@@ -315,12 +328,12 @@ def run_load(
             phases = Phases.starting_at(
                 time.monotonic_ns() + GO_LEAD_NS, config.warmup_s, config.duration_s
             )
-            session.send_all(("go", phases))
+            session.send_all(Go(phases))
             follower = _Follower(session, phases, on_phase, on_progress)
             follower.follow(phases.end_ns + round((config.timeout_s + REPORT_ALLOWANCE_S) * 1e9))
         except KeyboardInterrupt:
             interrupted = True
-            session.send_all(("stop",))
+            session.send_all(Stop())
             if follower is not None and "measure" in follower.announced:
                 follower.announce("end")
             session.collect(time.monotonic_ns() + round(STOP_ALLOWANCE_S * 1e9))

@@ -15,7 +15,7 @@ from benchmarks.experiments import ExperimentSpec, OpenLoopSpec
 from benchmarks.open_loop import Step, step_from_load
 from benchmarks.results import RunResult
 from benchmarks.stats import ratio_text
-from benchmarks.sweep import PointFailed, loadgen_argv
+from benchmarks.sweep import PointFailed, load_config
 from tests.open_loop_stubs import StubMeasure, StubServer, empty_results, knees, plan_with, step
 
 SPEC = OpenLoopSpec(
@@ -320,10 +320,10 @@ def test_an_open_loop_point_passes_its_rate_to_the_load_generator(tmp_path: Path
     closed = experiment().loads()[0]
     assert "/r" not in closed.key.split("/p1")[1]
     config = SweepConfig(run_dir=tmp_path, server_cpu=0, client_cpus=(1,), loadgen=("lg",))
-    argv = loadgen_argv(point, plan_with(experiment()), config, "127.0.0.1", 1, tmp_path / "x")
-    assert argv[argv.index("--rate") + 1] == "12345.0"
-    argv = loadgen_argv(closed, plan_with(experiment()), config, "127.0.0.1", 1, tmp_path / "x")
-    assert "--rate" not in argv
+    load = load_config(point, plan_with(experiment()), config, "127.0.0.1", 1)
+    assert load.rate_rps == 12_345.0 and load.open_loop
+    load = load_config(closed, plan_with(experiment()), config, "127.0.0.1", 1)
+    assert load.rate_rps is None and not load.open_loop
 
 
 # -- through the sweep: real servers, a stub load generator with a known knee ----------

@@ -21,13 +21,14 @@ import pytest
 
 from loadgen import LoadConfig, run_load
 from loadgen.config import LoadProtocol
+from loadgen.phase_lines import phase_line
 from loadgen.protocols.echo import echo_filler, echo_message
 from servers.process import ServerProcess
 from servers.protocols import HTTP_OK
 from tests.conftest import ServerFactory
 
-PHASE_MEASURE = "muxlab load: phase measure"
-PHASE_END = "muxlab load: phase end"
+PHASE_MEASURE = phase_line("measure")
+PHASE_END = phase_line("end")
 
 
 # -- test doubles: servers that answer wrongly ---------------------------------------------
@@ -415,7 +416,9 @@ import sys
 from muxlab.atomic import write_json_atomic
 path = sys.argv[1]
 big = {"histogram": "x" * 4_000_000}
-n = 0
+write_json_atomic(path, {"n": 1, **big})
+print("written", flush=True)
+n = 1
 while True:
     n += 1
     write_json_atomic(path, {"n": n, **big})
@@ -424,17 +427,23 @@ while True:
 
 def test_result_file_is_never_partial_even_when_the_writer_is_killed(tmp_path: Path) -> None:
     path = tmp_path / "result.json"
-    # Kill times spread over many write cycles (one 4 MB write takes some milliseconds).
-    for delay_s in (0.05, 0.09, 0.13, 0.17, 0.23, 0.31, 0.43, 0.57):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
+    # Kill times spread over many write cycles (one 4 MB write takes some milliseconds),
+    # each after the writer's first whole file: the file always exists when it is read.
+    for delay_s in (0.0, 0.01, 0.03, 0.05, 0.09, 0.13, 0.17, 0.23):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)],
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
         try:
+            assert writer.stdout is not None
+            assert writer.stdout.readline() == "written\n"
             time.sleep(delay_s)
         finally:
             writer.kill()
             writer.wait()
-        if path.exists():
-            data = json.loads(path.read_text())  # fails on a partial file
-            assert len(data["histogram"]) == 4_000_000
+            if writer.stdout is not None:
+                writer.stdout.close()
+        data = json.loads(path.read_text())  # fails on a partial file
+        assert data["n"] >= 1
+        assert len(data["histogram"]) == 4_000_000
 
 
 def test_a_failed_start_leaves_an_existing_result_untouched(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from loadgen.config import LoadConfig, default_processes, parse_cpu_list, resolve
 from loadgen.connection import Conn
+from loadgen.messages import Go, WorkerSpec
 from loadgen.protocols.echo import EchoClient, classify_echo, echo_filler, echo_message
 from loadgen.protocols.http import HttpClient
 from loadgen.recording import (
@@ -41,7 +42,7 @@ from loadgen.verify import (
     HTTP_STATUS,
     UNEXPECTED_DATA,
 )
-from loadgen.worker import Worker, WorkerSpec
+from loadgen.worker import Worker
 from muxlab.errors import UsageError
 from servers.protocols import HTTP_OK
 
@@ -107,7 +108,7 @@ class HttpHarness:
 
     def __init__(self, pipeline: int = 4) -> None:
         spec = WorkerSpec(index=0, family=socket.AF_UNIX, sockaddr=(), protocol="http",
-                          http_request=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", first_cid=0,
+                          request=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", first_cid=0,
                           active=1, idle=0, all_active=1, size_bytes=64, pipeline=pipeline,
                           rate_rps=None, connect_rate_cps=1.0, timeout_s=1.0, cpu=None,
                           fds_needed=0, progress=False)  # fmt: skip
@@ -406,7 +407,7 @@ def test_summary_warns_when_a_worker_is_saturated() -> None:
 def echo_worker() -> Iterator[tuple[Worker, Conn]]:
     """A worker with one connection (one end of a socket pair), for its reply bookkeeping."""
     spec = WorkerSpec(index=0, family=socket.AF_UNIX, sockaddr=(), protocol="echo",
-                      http_request=b"", first_cid=0, active=1, idle=0, all_active=1,
+                      request=b"", first_cid=0, active=1, idle=0, all_active=1,
                       size_bytes=100, pipeline=4, rate_rps=None, connect_rate_cps=1.0,
                       timeout_s=1.0, cpu=None, fds_needed=0, progress=False)  # fmt: skip
     ours, theirs = socket.socketpair()
@@ -485,13 +486,13 @@ def test_server_cpus_shared_with_the_client_are_refused_unless_forced() -> None:
 
 def test_a_go_after_the_window_opened_is_a_late_start_not_a_short_window() -> None:
     spec = WorkerSpec(index=0, family=socket.AF_INET, sockaddr=(), protocol="echo",
-                      http_request=b"", first_cid=0, active=1, idle=0, all_active=1,
+                      request=b"", first_cid=0, active=1, idle=0, all_active=1,
                       size_bytes=64, pipeline=1, rate_rps=None, connect_rate_cps=1.0,
                       timeout_s=1.0, cpu=None, fds_needed=0, progress=False)  # fmt: skip
     parent, child = multiprocessing.Pipe()
     worker = Worker(spec, child)
     try:
-        parent.send(("go", Phases.starting_at(time.monotonic_ns() - 10**9, 0.5, 10.0)))
+        parent.send(Go(Phases.starting_at(time.monotonic_ns() - 10**9, 0.5, 10.0)))
         worker._await_go()
         assert worker.errors == {"late_start": 1}
         assert worker.stop_requested

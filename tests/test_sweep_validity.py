@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Any
 import pytest
 
 from benchmarks import sweep
+from benchmarks.experiments import PointSpec
 from benchmarks.validity import RULES, STRICT, RepeatEvidence, repeat_problems, rules_for
 from muxlab.cli import main
+from tests.test_loadgen_units import summary_result
 
 STUB = Path(__file__).resolve().parent / "stub_loadgen.py"
 
@@ -98,12 +101,19 @@ def test_overload_is_the_measurement_only_in_a_capacity_experiment() -> None:
 
 
 def test_client_bound_is_per_process_not_the_mean() -> None:
-    # Schema 1: computed from the busiest worker (mean 0.5 would say "not bound").
-    assert sweep.client_bound({"client_cpu": [0.95, 0.05]}) is True
-    assert sweep.client_bound({"client_cpu": [0.85, 0.85]}) is False
-    # Schema 2: the load generator's own verdict, parent process included.
-    assert sweep.client_bound({"client_cpu": [0.1], "parent_cpu": 0.95, "client_bound": True})
-    assert not sweep.client_bound({"client_cpu": [0.1], "client_bound": False})
+    # The sweep's run takes the load generator's own verdict (LoadResult.client_bound, the
+    # parent process included) and the busiest process's utilisation, never the mean.
+    point = PointSpec("epoll-lt", "echo", 10, 0, 64, 1)
+    counters = {"cpu_user_s": 0.0, "cpu_system_s": 0.0}
+    before = sweep.Snapshot(0, counters)
+    after = sweep.Snapshot(10**9, {"cpu_user_s": 0.5, "cpu_system_s": 0.1})
+    cases = [((0.95, 0.05), 0.1, True), ((0.85, 0.85), 0.1, False), ((0.1,), 0.95, True)]
+    for client_cpu, parent_cpu, bound in cases:
+        load = replace(summary_result(client_cpu), parent_cpu=parent_cpu)
+        run = sweep.build_result(point, 1, "t", 0, "x.json", before, after, None, load)
+        assert run.client_bound is bound
+        assert run.metrics["client_cpu_util"] == max(*client_cpu, parent_cpu)
+        assert run.requests_ok == load.requests_ok and run.errors == load.errors
 
 
 # -- end to end, with a misbehaving load generator ---------------------------------------
@@ -220,7 +230,7 @@ def test_a_point_without_a_valid_repeat_fails_the_sweep_with_status_3(
     assert "lost 1 load worker(s)" in loaded["reason"]
     assert loaded["summary"]["rps"]["n"] == 0 and loaded["summary"]["rps"]["median"] is None
     # In no ratio: poll's idle ratio has no loaded point to divide.
-    assert "poll       n/a" in output
+    assert re.search(r"^ +poll +n/a", output, re.M)  # columns follow the longest name
     assert "failed points (1; no valid repeat" in output
     assert f"    {loaded['key']}: no valid repeat" in output
     assert "1 point(s) failed" in output

@@ -17,17 +17,15 @@ from typing import TYPE_CHECKING
 
 from loadgen.config import ECHO_HEADER_BYTES
 from loadgen.connection import Conn
-from loadgen.protocols.base import FailCallback, ProtocolClient, ReopenCallback
+from loadgen.protocols.base import RECV_BYTES, FailCallback, ProtocolClient, ReopenCallback
 from loadgen.verify import CLOSED, ECHO_CORRUPT, ECHO_CROSSTALK, ECHO_REORDER, UNEXPECTED_DATA
 
 if TYPE_CHECKING:
-    from loadgen.worker import Worker, WorkerSpec
+    from loadgen.messages import WorkerSpec
+    from loadgen.worker import Worker
 
 ECHO_HEADER = struct.Struct("<IQ")
 assert ECHO_HEADER.size == ECHO_HEADER_BYTES
-# What one recv(2) may return (see loadgen.worker.RECV_BYTES): owed bytes beyond it can
-# never be settled by one comparison.
-RECV_BYTES = 65536
 
 
 def echo_filler(size_bytes: int) -> bytes:
@@ -137,7 +135,9 @@ class EchoClient(ProtocolClient):
             return
         owed_bytes = sum(map(len, owed)) - c.owed_pos
         if owed_bytes > RECV_BYTES:
-            c.expect = None  # no single recv can settle it: the slow path reads it
+            # More than one recv(2) returns: no single comparison can settle it, so the
+            # slow path reads it.
+            c.expect = None
             return
         # Small: one chunk again, so that a whole reply is accepted by one ==.
         joined = b"".join(owed)[c.owed_pos :]
@@ -151,8 +151,11 @@ class EchoClient(ProtocolClient):
         # look-up, one recv and one send per ready connection, one == to verify a whole
         # reply against everything the connection is owed, one list append to record a
         # latency. Anything unusual (partial replies or sends, errors, phase changes)
-        # leaves for a method. HttpClient.closed_loop is the same loop with HTTP's bytes.
-        assert w.phases is not None
+        # leaves for a method. HttpClient.closed_loop is the same loop with HTTP's bytes:
+        # the duplication is deliberate, as one shared loop would pay a call per reply to
+        # ask the protocol what to verify and what to send.
+        window = w.window
+        assert window is not None
         conns = w.conns
         poll = w.ep.poll
         clock = time.monotonic_ns
@@ -160,13 +163,13 @@ class EchoClient(ProtocolClient):
         other_event = w.other_event
         fail = w.fail
         error_kind = w.error_kind
-        queue_output = w.queue_output
+        send_or_queue = w.send_or_queue
         owe = self.owe
         pack = ECHO_HEADER.pack
         filler = self.filler
-        lat_append = w.recorder.pending.append
-        per_second = w.per_second
-        measure_start_ns = w.phases.measure_start_ns
+        lat_append = window.recorder.pending.append
+        per_second = window.per_second
+        measure_start_ns = window.phases.measure_start_ns
         recv_bytes = RECV_BYTES
         read_only = w.READ_ONLY
         done_total, bytes_in, bytes_out = w.done_total, w.bytes_in, w.bytes_out
@@ -183,7 +186,7 @@ class EchoClient(ProtocolClient):
                     return
                 next_tick_ns = w.next_tick_ns
                 sending = w.sending
-                measuring = w.measuring
+                measuring = window.measuring
             completed = 0
             for fd, ev in events:
                 c = conns.get(fd)
@@ -231,16 +234,8 @@ class EchoClient(ProtocolClient):
                 else:
                     owe(c, payload)
                 t = clock()
-                if c.out:
-                    queue_output(c, payload)
-                else:
-                    try:
-                        written = c.send(payload)
-                    except OSError as exc:
-                        fail(c, error_kind(exc.errno or 0))
-                        continue
-                    if written != len(payload):
-                        queue_output(c, payload, written)
+                if not send_or_queue(c, payload):
+                    continue
                 bytes_out += len(payload)
                 if n == 1:
                     sent.append(t)

@@ -41,8 +41,9 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from loadgen.config import LoadConfig
 from loadgen.connection import Conn
-from loadgen.protocols.base import FailCallback, ProtocolClient, ReopenCallback
+from loadgen.protocols.base import RECV_BYTES, FailCallback, ProtocolClient, ReopenCallback
 from loadgen.verify import (
     CLOSED,
     CLOSED_MID_REPLY,
@@ -53,9 +54,8 @@ from loadgen.verify import (
 )
 
 if TYPE_CHECKING:
-    from loadgen.worker import Worker, WorkerSpec
-
-RECV_BYTES = 65536  # see loadgen.worker.RECV_BYTES
+    from loadgen.messages import WorkerSpec
+    from loadgen.worker import Worker
 
 
 def build_request(method: str, path: str, headers: tuple[tuple[str, str], ...], host: str) -> bytes:
@@ -129,9 +129,13 @@ class ReplyFramer:
 class HttpClient(ProtocolClient):
     def __init__(self, spec: WorkerSpec, fail: FailCallback, reopen: ReopenCallback) -> None:
         super().__init__(spec, fail, reopen)
-        self.request = spec.http_request
+        self.request = spec.request
         self.known = b""  # the last reply verified in full
         self.known_mult: list[bytes | None] = [None] * (spec.pipeline + 1)
+
+    @classmethod
+    def fixed_request(cls, config: LoadConfig, authority: str) -> bytes:
+        return build_request(config.method, config.path, config.headers, authority)
 
     def payload(self, c: Conn, n: int) -> bytes:
         return self.request * n
@@ -197,11 +201,12 @@ class HttpClient(ProtocolClient):
         return -1
 
     def closed_loop(self, w: Worker) -> None:
-        # EchoClient.closed_loop with a fixed request. A reply identical to the last
-        # verified one is accepted by c.expect (that reply times the requests owed); as
-        # the owed count is the same after the refill, c.expect only changes after the
-        # slow path.
-        assert w.phases is not None
+        # EchoClient.closed_loop with a fixed request, duplicated on purpose (see there).
+        # A reply identical to the last verified one is accepted by c.expect (that reply
+        # times the requests owed); as the owed count is the same after the refill,
+        # c.expect only changes after the slow path.
+        window = w.window
+        assert window is not None
         conns = w.conns
         poll = w.ep.poll
         clock = time.monotonic_ns
@@ -209,12 +214,12 @@ class HttpClient(ProtocolClient):
         other_event = w.other_event
         fail = w.fail
         error_kind = w.error_kind
-        queue_output = w.queue_output
+        send_or_queue = w.send_or_queue
         request = self.request
         known_mult = self.known_mult
-        lat_append = w.recorder.pending.append
-        per_second = w.per_second
-        measure_start_ns = w.phases.measure_start_ns
+        lat_append = window.recorder.pending.append
+        per_second = window.per_second
+        measure_start_ns = window.phases.measure_start_ns
         recv_bytes = RECV_BYTES
         read_only = w.READ_ONLY
         done_total, bytes_in, bytes_out = w.done_total, w.bytes_in, w.bytes_out
@@ -231,7 +236,7 @@ class HttpClient(ProtocolClient):
                     return
                 next_tick_ns = w.next_tick_ns
                 sending = w.sending
-                measuring = w.measuring
+                measuring = window.measuring
             completed = 0
             for fd, ev in events:
                 c = conns.get(fd)
@@ -266,16 +271,8 @@ class HttpClient(ProtocolClient):
                     continue
                 payload = request if n == 1 else request * n
                 t = clock()
-                if c.out:
-                    queue_output(c, payload)
-                else:
-                    try:
-                        written = c.send(payload)
-                    except OSError as exc:
-                        fail(c, error_kind(exc.errno or 0))
-                        continue
-                    if written != len(payload):
-                        queue_output(c, payload, written)
+                if not send_or_queue(c, payload):
+                    continue
                 bytes_out += len(payload)
                 if n == 1:
                     sent.append(t)
