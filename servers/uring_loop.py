@@ -86,6 +86,7 @@ from servers.loop import (
     RateLimitedWarning,
     ServerConfig,
     ServerFailedError,
+    ServerSetupError,
     descriptor_budget,
     error_kind,
     exception_kind,
@@ -166,9 +167,12 @@ class UringServer:
         on_snapshot: Callable[[dict[str, Any]], None] | None = None,
         session_factory: SessionFactory | None = None,
     ) -> None:
+        if config.et_drain != "strict":
+            # No drain to end: the kernel does the receives, and nothing returns EAGAIN.
+            raise ServerSetupError("--et-drain applies to epoll-et, not to io_uring")
         self.config = config
         self._on_snapshot = on_snapshot
-        self.counters = Counters()
+        self.counters = Counters(syscall_model="completion")
         self._ring = Ring(SQ_ENTRIES, CQ_ENTRIES, counts=self.counters)
         try:
             self._buffers = self._make_buffer_ring()
