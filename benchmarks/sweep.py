@@ -68,6 +68,8 @@ DELTA_COUNTERS = (
     "reads_eagain",
     "writes",
     "writes_eagain",
+    "ctl_calls",
+    "syscalls",
     "partial_writes",
     "bytes_in",
     "bytes_out",
@@ -150,7 +152,7 @@ def make_server(point: PointSpec, cpu: int, log_path: Path | None = None) -> Ser
             command=("-m", "servers.peers"),
             impl_option="--impl",
         )
-    return ServerProcess(point.impl, point.protocol, cpu=cpu)
+    return ServerProcess(point.impl, point.protocol, cpu=cpu, extra_args=point.server_args())
 
 
 def reply_bytes(point: PointSpec) -> int:
@@ -423,6 +425,9 @@ def derived_metrics(
         "events_per_wait": ratio(delta.get("events"), waits),
         "reads_per_request": ratio(delta.get("reads"), requests),
         "reads_eagain_per_request": ratio(delta.get("reads_eagain"), requests),
+        # Counters.syscalls(): every wait, recv, send, accept and epoll_ctl, or for the
+        # ring its io_uring_enter calls. A reference peer has none: None, not 0.
+        "syscalls_per_request": ratio(delta.get("syscalls"), requests),
         "server_cpu_util": ratio(cpu_s, window_s),
     }
 

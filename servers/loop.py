@@ -74,6 +74,7 @@ from typing import Any, Literal, get_args
 from servers.backends import (
     ERROR,
     READ,
+    READINESS_BACKENDS,
     WRITE,
     Backend,
     BackendName,
@@ -112,6 +113,12 @@ ET_DRAINS: tuple[EtDrain, ...] = get_args(EtDrain)
 # Event bits after which a short read does not mean drained: the peer's half-close
 # (EPOLLRDHUP, 0x2000), a hang-up or an error.
 _HANGUP = select.EPOLLRDHUP | ERROR if hasattr(select, "EPOLLRDHUP") else ERROR
+
+
+def takes_et_drain(impl: str) -> bool:
+    """Whether the implementation named ``impl`` runs ``--et-drain short-read``."""
+    backend = READINESS_BACKENDS.get(impl)  # type: ignore[call-overload]
+    return backend is not None and backend.short_read_drain
 
 
 @dataclass(frozen=True)
@@ -296,11 +303,13 @@ class Server:
         self._new_session = session_factory or PROTOCOLS[config.protocol]
         self._drain = self.backend.edge_triggered
         self._short_read = config.et_drain == "short-read"
-        if self._short_read and not (self._drain and self.backend.watch_read_hangup()):
-            raise ServerSetupError(
-                f"--et-drain short-read needs an edge-triggered backend that reports "
-                f"EPOLLRDHUP (epoll-et), not {self.backend.name}"
-            )
+        if self._short_read:
+            if not self.backend.short_read_drain:
+                raise ServerSetupError(
+                    f"--et-drain short-read needs an edge-triggered backend that reports "
+                    f"EPOLLRDHUP (epoll-et), not {self.backend.name}"
+                )
+            self.backend.watch_read_hangup()
         self._read_bytes = config.read_bytes
         self._high_water_bytes = config.high_water_bytes
         self._max_headers = config.max_headers

@@ -64,6 +64,9 @@ class Backend(ABC):
     edge_triggered: ClassVar[bool] = False
     fd_ceiling: ClassVar[int | None] = None
     """The first descriptor number this backend cannot watch; ``None`` means no ceiling."""
+    short_read_drain: ClassVar[bool] = False
+    """Edge-triggered and able to report a half-close with each event (``EPOLLRDHUP``): it
+    can run ``--et-drain short-read`` (servers/loop.py)."""
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -95,11 +98,10 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 (select and poll hold no kernel object)
         """Release the kernel object, if the mechanism has one."""
 
-    def watch_read_hangup(self) -> bool:
+    def watch_read_hangup(self) -> None:  # noqa: B027 (only where short_read_drain)
         """Ask the kernel to flag a peer's half-close (``EPOLLRDHUP``) in every event, so
-        ``--et-drain short-read`` can tell "drained" from "drained up to an EOF"; ``True``
-        where the mechanism can. Must be called before the first :meth:`register`."""
-        return False
+        ``--et-drain short-read`` can tell "drained" from "drained up to an EOF". Called
+        before the first :meth:`register`, on a backend whose ``short_read_drain`` is set."""
 
     def count_into(self, counts: SyscallCounts) -> None:  # noqa: B027 (most count nothing)
         """Count system calls the loop cannot see into ``counts``: epoll's ``epoll_ctl``

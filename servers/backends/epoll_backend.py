@@ -85,8 +85,9 @@ class EdgeTriggeredEpollBackend(EpollBackend):
     edge_triggered = True
     _mode_flags = select.EPOLLET if hasattr(select, "EPOLLET") else 0
 
-    def watch_read_hangup(self) -> bool:
+    short_read_drain = True
+
+    def watch_read_hangup(self) -> None:
         # EPOLLRDHUP (2.6.17) is reported with EPOLLIN when the peer shut down writing;
         # without it a short read cannot tell "nothing more" from "nothing more but EOF".
         self._mode_flags = type(self)._mode_flags | select.EPOLLRDHUP
-        return True
