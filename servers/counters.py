@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import resource
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -70,36 +71,39 @@ class Counters:
     errors: Counter[str] = field(default_factory=Counter)
 
     def syscalls(self) -> int:
-        """System calls the loop made, by the rules in the module's docstring.
-
-        A ring's waits are ``io_uring_enter`` calls and counted there, once; so are the
-        receives, sends and accepts of the completion loop, which are SQEs, not calls
-        (its rare ``send`` of a 408 outside the ring is not counted).
-        """
-        waits = self.uring_enters if self.uring_enters else self.wait_calls
-        if self.syscall_model == "completion":
-            return waits + self.ctl_calls
-        return (
-            waits
-            + self.ctl_calls
-            + self.reads
-            + self.reads_eagain
-            + self.writes
-            + self.writes_eagain
-            + self.accepts
-            + self.accepts_eagain
-        )
+        """System calls the loop made: :func:`count_syscalls` of these counters."""
+        return count_syscalls({f.name: getattr(self, f.name) for f in fields(self)},
+                              self.syscall_model)  # fmt: skip
 
     def snapshot(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["errors"] = dict(sorted(self.errors.items()))
         if self.syscall_model != "uncounted":
-            data["syscalls"] = self.syscalls()
+            data["syscalls"] = count_syscalls(data, self.syscall_model)
         data["cpu_user_s"] = usage.ru_utime
         data["cpu_system_s"] = usage.ru_stime
         data["max_rss_kib"] = usage.ru_maxrss
         return data
+
+
+_IO_CALLS = ("reads", "reads_eagain", "writes", "writes_eagain", "accepts", "accepts_eagain")
+
+
+def count_syscalls(counts: Mapping[str, Any], model: SyscallModel) -> int:
+    """The one definition of "system calls" (see the module's docstring), over counters or
+    over the difference of two snapshots; a counter missing from ``counts`` (an older
+    results file has no ``ctl_calls``) counts 0.
+
+    A ring's waits are ``io_uring_enter`` calls and counted there, once; so are the
+    receives, sends and accepts of the completion loop, which are SQEs, not calls (its
+    rare ``send`` of a 408 outside the ring is not counted).
+    """
+    waits = int(counts.get("uring_enters", 0)) or int(counts.get("wait_calls", 0))
+    total = waits + int(counts.get("ctl_calls", 0))
+    if model == "loop":
+        total += sum(int(counts.get(name, 0)) for name in _IO_CALLS)
+    return total
 
 
 def format_counters_line(snapshot: dict[str, Any]) -> str:
