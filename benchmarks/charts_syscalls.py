@@ -106,6 +106,9 @@ def chart_syscalls(data: dict[str, Any], out_dir: Path) -> list[Path]:
     for ax in (size_ax, conns_ax):
         if ax.has_data():
             ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no counted points of these experiments in this run",
+                    ha="center", va="center", transform=ax.transAxes)  # fmt: skip
     peers = (
         f" Left out, because they count no system calls: {', '.join(left_out)}."
         if left_out

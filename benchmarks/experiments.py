@@ -356,10 +356,11 @@ def preset(name: str) -> SweepPlan:
 
 def grid_preset(name: str) -> SweepPlan:
     if name == "quick":
-        # <= 2 min on 2 cores (31 points, 31 runs of 0.9 s, about 1.3 min by the
-        # estimate; 50 s on a quiet machine): every chart drawn, every ratio with a
-        # 100-connection point printed. One repeat: no intervals, so every verdict is
-        # "undecided"; the statistics are tested on synthetic samples instead.
+        # <= 2 min on 2 cores (37 points, ltet's two epoll-et short-read ones included;
+        # 37 runs of 0.9 s, about 1.5 min by the estimate; 50 s on a quiet machine when it
+        # had 31): every chart drawn, every ratio with a 100-connection point printed. One
+        # repeat: no intervals, so every verdict is "undecided"; the statistics are tested
+        # on synthetic samples instead.
         return SweepPlan(
             _preset_experiments(
                 active=(1, 100),
