@@ -29,6 +29,7 @@ from benchmarks.names import check_safe_name
 from muxlab.errors import UsageError
 from muxlab.fdbudget import SELECT_RESERVE, sweep_connection_budget
 from servers import registry
+from servers.loop import ET_DRAINS, EtDrain, takes_et_drain
 from servers.protocols import PROTOCOL_NAMES
 
 ExperimentKind = Literal["active", "idle", "ltet", "peers", "capacity", "latency", "herd", "cores"]
@@ -61,14 +62,26 @@ class PointSpec:
     msg_bytes: int  # echo payload per request; 0 for HTTP (fixed request and reply)
     pipeline: int
     rate_rps: float | None = None  # open loop at this total offered rate; None: closed loop
+    # epoll-et's --et-drain when not the default (servers/loop.py); None: strict.
+    et_drain: EtDrain | None = None
 
     @property
     def key(self) -> str:
         rate = "" if self.rate_rps is None else f"/r{self.rate_rps:g}"
+        drain = "" if self.et_drain is None else f"/{self.et_drain}"
         return (
             f"{self.impl}/{self.protocol}/c{self.connections}/i{self.idle}"
-            f"/s{self.msg_bytes}/p{self.pipeline}{rate}"
+            f"/s{self.msg_bytes}/p{self.pipeline}{rate}{drain}"
         )
+
+    @property
+    def label(self) -> str:
+        """The implementation as charts name it: ``epoll-et short-read`` for a variant."""
+        return self.impl if self.et_drain is None else f"{self.impl} {self.et_drain}"
+
+    def server_args(self) -> tuple[str, ...]:
+        """``muxlab serve`` options this point adds to its implementation's defaults."""
+        return () if self.et_drain is None else ("--et-drain", self.et_drain)
 
     @property
     def total_connections(self) -> int:
@@ -133,6 +146,9 @@ class ExperimentSpec:
     repeats: int | None = None
     open_loop: OpenLoopSpec | None = None  # the open-loop kinds only
     scaling: ScalingSpec | None = None  # the scaling kinds only
+    # epoll-et's drain rules to measure, each its own point ("strict" is the plain point);
+    # () measures the default only. Implementations without the option ignore it.
+    et_drains: tuple[EtDrain, ...] = ()
 
     def points(self) -> list[PointSpec]:
         """The grid's points; none for an open-loop or scaling kind."""
@@ -149,9 +165,18 @@ class ExperimentSpec:
             point = PointSpec(
                 impl, protocol, conns, idle, size if protocol == "echo" else 0, self.pipeline
             )
-            if point not in points:
-                points.append(point)
+            for variant in self._drain_variants(point):
+                if variant not in points:
+                    points.append(variant)
         return points
+
+    def _drain_variants(self, point: PointSpec) -> list[PointSpec]:
+        if not self.et_drains or not takes_et_drain(point.impl):
+            return [point]
+        return [
+            replace(point, et_drain=None if drain == "strict" else drain)
+            for drain in self.et_drains
+        ]
 
 
 @dataclass(frozen=True)
@@ -237,6 +262,7 @@ def _preset_experiments(
             registry.where(lambda r: r.ltet),
             connections=ltet_connections,
             msg_bytes=ltet_sizes,
+            et_drains=ET_DRAINS,
         ),
         ExperimentSpec(
             "peers",
@@ -368,10 +394,11 @@ def scaling_experiments(name: str) -> tuple[ExperimentSpec, ...]:
 
 def grid_preset(name: str) -> SweepPlan:
     if name == "quick":
-        # The grid within 2 min on 2 cores by muxlab sweep's estimate (one run of 0.9 s
-        # per point; tests/test_sweep_input.py checks it): every chart drawn, every ratio
-        # with a 100-connection point printed. One repeat: no intervals, so every verdict is
-        # "undecided"; the statistics are tested on synthetic samples instead.
+        # <= 2 min on 2 cores (37 points, ltet's two epoll-et short-read ones included;
+        # 37 runs of 0.9 s, about 1.5 min by the estimate; 50 s on a quiet machine when it
+        # had 31): every chart drawn, every ratio with a 100-connection point printed. One
+        # repeat: no intervals, so every verdict is "undecided"; the statistics are tested
+        # on synthetic samples instead.
         return SweepPlan(
             _preset_experiments(
                 active=(1, 100),
@@ -504,6 +531,8 @@ def _experiment_from_toml(path: Path, table: Any) -> ExperimentSpec:
     for key in ("pipeline", "repeats"):
         if key in table:
             values[key] = _ints(path, name, key, [table[key]])[0]
+    if "et_drains" in table:
+        values["et_drains"] = _strings(path, name, "et_drains", table["et_drains"])
     if "open_loop" in table:
         values["open_loop"] = _open_loop_from_toml(path, name, table["open_loop"])
     if "impls" not in values:
@@ -566,6 +595,12 @@ def validate_experiment(spec: ExperimentSpec) -> None:
         raise UsageError(f"experiment {spec.name!r}: sizes and pipeline must be >= 1")
     if spec.repeats is not None and spec.repeats < 1:
         raise UsageError(f"experiment {spec.name!r}: repeats must be >= 1")
+    unknown_drains = [d for d in spec.et_drains if d not in ET_DRAINS]
+    if unknown_drains:
+        raise UsageError(
+            f"experiment {spec.name!r}: unknown et_drains {unknown_drains} "
+            f"(choose from {', '.join(ET_DRAINS)})"
+        )
     budget = sweep_connection_budget()
     too_many = [c + i for c in spec.connections for i in spec.idle if c + i > budget]
     if too_many:
@@ -656,6 +691,7 @@ def plan_from_json(data: dict[str, Any]) -> SweepPlan:
             repeats=e.get("repeats"),
             open_loop=OpenLoopSpec(**e["open_loop"]) if e.get("open_loop") else None,
             scaling=scaling_from_json(e["scaling"]) if e.get("scaling") else None,
+            et_drains=tuple(e.get("et_drains", ())),
         )
         for e in data["experiments"]
     )

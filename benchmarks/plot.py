@@ -40,6 +40,9 @@ from servers import registry
 
 # Markers of the LT/ET chart, where a marker tells connection counts apart (the colour
 # is the implementation's).
+# A variant of an implementation (epoll-et with --et-drain short-read) is its own line,
+# in its own colour beside the implementation's registry colour.
+VARIANT_COLOURS = {"short-read": "yellowgreen"}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
 HOLLOW_NOTE = (
@@ -189,12 +192,19 @@ def label_axes(ax: Axes, xlabel: str, metric: str, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
+def variant_colour(impl: str, variant: str | None) -> str:
+    """The colour of ``impl``'s line, or of its variant's (``None``: the plain point)."""
+    own = registry.style_of(impl).colour
+    return own if variant is None else VARIANT_COLOURS.get(variant, own)
+
+
 def group_records(records: Sequence[Record], *fields: str) -> dict[tuple[Any, ...], list[Record]]:
     """Records by the values of ``fields``; groups of one implementation in the registry's
     order (legends), the rest in the order of the file."""
     groups: dict[tuple[Any, ...], list[Record]] = defaultdict(list)
     for record in records:
-        groups[tuple(record["spec"][f] for f in fields)].append(record)
+        # .get: a field newer than the results file (et_drain) groups as absent, None.
+        groups[tuple(record["spec"].get(f) for f in fields)].append(record)
     if "impl" not in fields:
         return dict(groups)
     at = fields.index("impl")
@@ -351,19 +361,20 @@ def chart_ltet(data: dict[str, Any], name: str, records: list[Record], out: Path
         ("mib_per_s", "throughput"),
         ("cpu_us_per_request", "server CPU per request"),
     )
-    groups = group_records(records, "impl", "connections")
-    conns_order = sorted({k[1] for k in groups})
+    groups = group_records(records, "impl", "et_drain", "connections")
+    conns_order = sorted({k[2] for k in groups})
     sizes = sorted({r["spec"]["msg_bytes"] for r in records})
     for ax, (metric, title) in zip(axes.flat, panels, strict=True):
-        for (impl, conns), group in groups.items():
+        for (impl, drain, conns), group in groups.items():
             style = LINESTYLES[conns_order.index(conns) % len(LINESTYLES)]
+            impl_label = impl if drain is None else f"{impl} {drain}"
             draw_series(
                 ax,
                 group,
                 lambda r: r["spec"]["msg_bytes"],
                 metric,
-                label=f"{impl}, {conns} conns",
-                color=registry.style_of(impl).colour,
+                label=f"{impl_label}, {conns} conns",
+                color=variant_colour(impl, drain),
                 linestyle=style,
                 marker=MARKERS[conns_order.index(conns) % len(MARKERS)],
             )
@@ -383,7 +394,9 @@ def chart_ltet(data: dict[str, Any], name: str, records: list[Record], out: Path
         "it pays about one extra recv per wake-up (EAGAIN reads/request near 1) and is never "
         "told twice about the same data; level-triggered (LT) does one recv (up to 64 KiB) "
         "per event and lets the next wait report the rest, so a message larger than one recv "
-        f"costs it extra wait calls and events. {HOLLOW_NOTE}\n{machine_line(data)}"
+        "costs it extra wait calls and events. ET short-read (--et-drain short-read) stops "
+        "a drain at a recv that returned less than asked, as epoll(7) allows on a stream "
+        f"socket, and so skips the EAGAIN recv. {HOLLOW_NOTE}\n{machine_line(data)}"
     )
     title = f"{name}: epoll level-triggered vs edge-triggered ({CLOSED_LOOP})"
     return finish(fig, title, caption, out, name)
@@ -450,7 +463,9 @@ def plot_results(data: dict[str, Any], out_dir: Path) -> list[Path]:
         records = [r for r in data["points"] if name in r["experiments"]]
         if any(r["status"] == "done" for r in records):
             paths += CHARTS[experiment["kind"]](data, name, records, out_dir)
-    return paths
+    from benchmarks.charts_syscalls import chart_syscalls  # draws with this module's helpers
+
+    return paths + chart_syscalls(data, out_dir)
 
 
 # -- pytest-benchmark JSON -------------------------------------------------------------

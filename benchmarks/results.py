@@ -61,6 +61,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "events_per_wait": ("events/wait call", "events returned per wait call"),
     "reads_per_request": ("reads/request", "recv calls (data or EOF) / requests"),
     "reads_eagain_per_request": ("EAGAIN reads/request", "recv calls that hit EAGAIN / requests"),
+    "syscalls_per_request": ("system calls/request", "server system calls / requests"),
     "server_cpu_util": ("server CPU (fraction of 1 CPU)", "server CPU s / window s"),
     "client_cpu_util": ("client CPU (fraction of its CPUs)", "mean client worker utilisation"),
 }

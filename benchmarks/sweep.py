@@ -63,6 +63,8 @@ DELTA_COUNTERS = (
     "reads_eagain",
     "writes",
     "writes_eagain",
+    "ctl_calls",
+    "syscalls",
     "partial_writes",
     "bytes_in",
     "bytes_out",
@@ -128,7 +130,9 @@ def unavailable_reason(point: PointSpec) -> str | None:
 
 def make_server(point: PointSpec, cpu: int, log_path: Path | None = None) -> ServerUnderTest:
     """The point's server, not started, as its registry entry starts it."""
-    request = ServerRequest(point.protocol, cpu, point.total_connections, log_path)
+    request = ServerRequest(
+        point.protocol, cpu, point.total_connections, log_path, tuple(point.server_args())
+    )
     return registry.get(point.impl).server(request)
 
 
@@ -326,6 +330,9 @@ def derived_metrics(
         "events_per_wait": ratio(delta.get("events"), waits),
         "reads_per_request": ratio(delta.get("reads"), requests),
         "reads_eagain_per_request": ratio(delta.get("reads_eagain"), requests),
+        # Counters.syscalls(): every wait, recv, send, accept and epoll_ctl, or for the
+        # ring its io_uring_enter calls. A reference peer has none: None, not 0.
+        "syscalls_per_request": ratio(delta.get("syscalls"), requests),
         "server_cpu_util": ratio(cpu_s, window_s),
     }
 

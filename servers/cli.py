@@ -22,7 +22,7 @@ from servers.backends import (
 )
 from servers.contract import ReadyLine, format_counters_line
 from servers.counters import format_counters_table
-from servers.loop import Server, ServerConfig, ServerFailedError, ServerSetupError
+from servers.loop import ET_DRAINS, Server, ServerConfig, ServerFailedError, ServerSetupError
 from servers.multiproc import (
     BALANCE_NAMES,
     Supervisor,
@@ -135,6 +135,15 @@ def add_parser(subparsers: Subparsers) -> None:
         "reads until EAGAIN",
     )
     parser.add_argument(
+        "--et-drain",
+        choices=ET_DRAINS,
+        default=defaults.et_drain,
+        help="epoll-et: how a drain ends. strict: every read, write and accept repeats "
+        "until EAGAIN (the textbook rule, one wasted recv per request); short-read: a "
+        "recv or send that moves fewer bytes than asked ends it (epoll(7)); accept "
+        "still drains to EAGAIN",
+    )
+    parser.add_argument(
         "--cpu",
         type=int,
         default=None,
@@ -192,6 +201,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_connections=args.max_connections,
         max_output_bytes=args.max_output_bytes,
         et_read_budget_bytes=args.et_read_budget or None,
+        et_drain=args.et_drain,
     )
 
 

@@ -44,7 +44,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
 
 from muxlab.fdbudget import server_connection_budget
 from servers.backends import BackendName
@@ -70,6 +70,10 @@ _TCP_LAST_DATA_SENT_OFFSET = 44
 _TCP_LAST_DATA_RECV_OFFSET = 52
 
 
+EtDrain = Literal["strict", "short-read"]
+ET_DRAINS: tuple[EtDrain, ...] = get_args(EtDrain)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     backend: BackendName = "epoll-lt"
@@ -93,6 +97,9 @@ class ServerConfig:
     max_output_bytes: int = 256 << 20
     # Bytes read from one connection per event under ET; None: drain to EAGAIN.
     et_read_budget_bytes: int | None = None
+    # How an ET drain ends (servers/loop.py's docstring): "strict" reads to EAGAIN;
+    # "short-read" stops at a read that returned less than asked.
+    et_drain: EtDrain = "strict"
 
 
 class ServerSetupError(RuntimeError):

@@ -8,6 +8,26 @@ descriptor once per change, so with it every read, write and accept is repeated 
 ``EAGAIN`` (``man 7 epoll``, "Possible pitfalls"); a level-triggered backend does one
 ``recv``, one ``send`` and one ``accept`` per event and lets the next wait report the rest.
 
+How an ET drain ends (``ServerConfig.et_drain``, ``muxlab serve --et-drain``):
+
+- ``strict``: the textbook rule, every drain ends with the call that returns ``EAGAIN``.
+  For an echo request that fits one ``recv`` that is one wasted system call per request.
+- ``short-read``: ``epoll(7)``'s own shortcut. On a stream socket a ``recv`` that returns
+  fewer bytes than asked means the receive buffer is empty now, so the drain stops there;
+  bytes that arrive later wake the descriptor again (a new edge), including bytes that
+  arrived between the wait and the ``recv``. Likewise a ``sendmsg`` that takes fewer bytes
+  than offered means the send buffer is full: stop and wait for ``EPOLLOUT`` (the kernel
+  set ``SOCK_NOSPACE`` and will wake the descriptor when space frees).
+  Where it does not hold, the loop keeps the strict rule: ``accept`` has no short result
+  (one connection per call), so the listener still drains to ``EAGAIN``; a peer's
+  half-close (``EPOLLRDHUP``, asked for in this mode) may sit behind the data of the
+  same edge, and a short read would leave the EOF unread with no edge to come, so an
+  event flagged ``EPOLLRDHUP``/``EPOLLHUP``/``EPOLLERR`` drains to the end. Not safe
+  elsewhere, and not used: with ``SO_RCVLOWAT`` a wake-up means "at least N bytes", not
+  "everything"; on a datagram socket one ``recv`` is one message, however short, and
+  more may be queued; a backend that cannot report ``EPOLLRDHUP`` (io_uring-poll)
+  refuses the mode.
+
 Rules the loop keeps, on every backend:
 
 - Interest in writability is held only while output is pending; otherwise a
@@ -31,6 +51,7 @@ Rules the loop keeps, on every backend:
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import sys
 from collections import deque
@@ -40,6 +61,7 @@ from typing import Any
 from servers.backends import (
     ERROR,
     READ,
+    READINESS_BACKENDS,
     WRITE,
     Backend,
     DescriptorCeilingError,
@@ -48,8 +70,10 @@ from servers.backends import (
 from servers.counters import Counters
 from servers.lifecycle import (
     ACCEPT_BATCH,
+    ET_DRAINS,
     LISTENER_BROKEN,
     OUT_OF_DESCRIPTORS,
+    EtDrain,
     RateLimitedWarning,
     ServerConfig,
     ServerFailedError,
@@ -64,7 +88,9 @@ from servers.protocols import Session, SessionFactory
 # The configuration and the two failures are part of this module's face (the lab guide
 # and notebooks import them from here); they are defined with the shared lifecycle.
 __all__ = [
+    "ET_DRAINS",
     "Connection",
+    "EtDrain",
     "Server",
     "ServerConfig",
     "ServerFailedError",
@@ -75,6 +101,17 @@ log = logging.getLogger("muxlab.server")
 
 # sendmsg(2) takes at most IOV_MAX (1024 on Linux) buffers per call.
 MAX_IOVECS = 1024
+
+
+# Event bits after which a short read does not mean drained: the peer's half-close
+# (EPOLLRDHUP, 0x2000), a hang-up or an error.
+_HANGUP = select.EPOLLRDHUP | ERROR if hasattr(select, "EPOLLRDHUP") else ERROR
+
+
+def takes_et_drain(impl: str) -> bool:
+    """Whether the implementation named ``impl`` runs ``--et-drain short-read``."""
+    backend = READINESS_BACKENDS.get(impl)  # type: ignore[call-overload]
+    return backend is not None and backend.short_read_drain
 
 
 class Connection:
@@ -122,6 +159,14 @@ class Server(ServerLifecycle[Connection]):
         self.counters = Counters()
         self.backend.count_into(self.counters)
         self._drain = self.backend.edge_triggered
+        self._short_read = config.et_drain == "short-read"
+        if self._short_read:
+            if not self.backend.short_read_drain:
+                raise ServerSetupError(
+                    f"--et-drain short-read needs an edge-triggered backend that reports "
+                    f"EPOLLRDHUP (epoll-et), not {self.backend.name}"
+                )
+            self.backend.watch_read_hangup()
         self._read_bytes = config.read_bytes
         self._high_water_bytes = config.high_water_bytes
         self._max_headers = config.max_headers
@@ -208,6 +253,9 @@ class Server(ServerLifecycle[Connection]):
         recv = conn.recv
         read_bytes = self._read_bytes
         budget = self._read_budget
+        # --et-drain short-read: a short read ends the drain, unless the event says the
+        # peer hung up (see the module's docstring).
+        stop_when_short = self._short_read and not ev & _HANGUP
         while True:
             try:
                 data = recv(read_bytes)
@@ -249,6 +297,8 @@ class Server(ServerLifecycle[Connection]):
             if conn.out_bytes and self._over_output_bound(conn):
                 return
             if not self._drain:
+                return
+            if stop_when_short and len(data) < read_bytes:
                 return
             budget -= len(data)
             if budget <= 0:
@@ -327,6 +377,9 @@ class Server(ServerLifecycle[Connection]):
         counters = self.counters
         out = conn.out
         while out:
+            # Everything queued is offered unless it passes IOV_MAX buffers: only then can
+            # a sendmsg take all it was given and still leave some queued.
+            offered_all = len(out) <= MAX_IOVECS
             try:
                 sent = conn.sock.sendmsg(_head(out, MAX_IOVECS))
             except BlockingIOError:
@@ -342,6 +395,8 @@ class Server(ServerLifecycle[Connection]):
             _consume(out, sent)
             if out:
                 counters.partial_writes += 1
+                if self._short_read and offered_all:
+                    break  # a short send: the send buffer is full, EPOLLOUT will say when
             if not self._drain:
                 break
         if not out and conn.eof:
@@ -381,6 +436,8 @@ class Server(ServerLifecycle[Connection]):
         # select or poll each wait scans every descriptor: ramping up 10,000 connections
         # takes seconds and clients time out. So LT accepts a bounded batch per event, as
         # asyncio does (its backlog, 100) and libevent's listener does.
+        # --et-drain short-read does not apply here: accept(2) returns one connection per
+        # call, never a "short" result that would say the backlog is empty.
         counters = self.counters
         first = budget = -1 if self._drain else ACCEPT_BATCH
         while budget:

@@ -265,6 +265,8 @@ def combine_counters(per_worker: dict[int, dict[str, Any]], pids: dict[int, int]
         for name, value in snap.items():
             if name == "errors":
                 errors.update(value)
+            elif isinstance(value, str):
+                total[name] = value  # a label (syscall_model), the same in every worker
             elif name in _MAX_KEYS:
                 total[name] = max(total.get(name, 0), value)
             else:

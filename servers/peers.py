@@ -184,7 +184,7 @@ def streams_handler(
 
 async def serve_python_peer(impl: str, protocol: ProtocolName, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    counters = Counters()
+    counters = Counters(syscall_model="uncounted")
     server: asyncio.base_events.Server
     if PYTHON_PEERS[impl].streams:
         server = await asyncio.start_server(

@@ -94,6 +94,9 @@ class ServerRequest:
     cpu: int | None
     connections: int
     log_path: Path | None = None
+    # ``muxlab serve`` options of a point's variant (``--et-drain short-read``); only a
+    # muxlab backend takes them.
+    extra_args: tuple[str, ...] = ()
 
 
 StartedServer = ServerProcess | NginxServer
@@ -156,7 +159,9 @@ def serve(name: str) -> Callable[[ServerRequest], StartedServer]:
     """``muxlab serve --backend NAME``."""
 
     def start(request: ServerRequest) -> StartedServer:
-        return ServerProcess(name, request.protocol, cpu=request.cpu)
+        return ServerProcess(
+            name, request.protocol, cpu=request.cpu, extra_args=list(request.extra_args)
+        )
 
     return start
 

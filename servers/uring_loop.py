@@ -83,6 +83,7 @@ from servers.lifecycle import (
     ServerConfig,
     ServerFailedError,
     ServerLifecycle,
+    ServerSetupError,
     errno_kind,
     error_kind,
     open_listener,
@@ -159,8 +160,11 @@ class UringServer(ServerLifecycle[Conn]):
         on_snapshot: Callable[[dict[str, Any]], None] | None = None,
         session_factory: SessionFactory | None = None,
     ) -> None:
+        if config.et_drain != "strict":
+            # No drain to end: the kernel does the receives, and nothing returns EAGAIN.
+            raise ServerSetupError("--et-drain applies to epoll-et, not to io_uring")
         self._init_lifecycle(config, on_snapshot, session_factory)
-        self.counters = Counters()
+        self.counters = Counters(syscall_model="completion")
         self._ring = Ring(SQ_ENTRIES, CQ_ENTRIES, counts=self.counters)
         try:
             self._buffers = self._make_buffer_ring()

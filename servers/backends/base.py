@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import select
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 READ: int = select.POLLIN
@@ -32,12 +33,24 @@ Event = tuple[int, int]
 
 
 class SyscallCounts(Protocol):
-    """Where a mechanism that batches work into ``io_uring_enter(2)`` counts its calls
+    """Where a backend counts the system calls the loop cannot see: ``epoll_ctl(2)`` for
+    epoll, ``io_uring_enter(2)`` and its traffic for io_uring
     (:class:`servers.counters.Counters` is one)."""
 
+    ctl_calls: int
     uring_enters: int
     uring_sqes: int
     uring_cqes: int
+
+
+@dataclass(slots=True)
+class Tally:
+    """The counts of a backend used without a server to count into (tests, demos)."""
+
+    ctl_calls: int = 0
+    uring_enters: int = 0
+    uring_sqes: int = 0
+    uring_cqes: int = 0
 
 
 class DescriptorCeilingError(ValueError):
@@ -51,6 +64,9 @@ class Backend(ABC):
     edge_triggered: ClassVar[bool] = False
     fd_ceiling: ClassVar[int | None] = None
     """The first descriptor number this backend cannot watch; ``None`` means no ceiling."""
+    short_read_drain: ClassVar[bool] = False
+    """Edge-triggered and able to report a half-close with each event (``EPOLLRDHUP``): it
+    can run ``--et-drain short-read`` (servers/loop.py)."""
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -82,9 +98,15 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 (select and poll hold no kernel object)
         """Release the kernel object, if the mechanism has one."""
 
+    def watch_read_hangup(self) -> None:  # noqa: B027 (only where short_read_drain)
+        """Ask the kernel to flag a peer's half-close (``EPOLLRDHUP``) in every event, so
+        ``--et-drain short-read`` can tell "drained" from "drained up to an EOF". Called
+        before the first :meth:`register`, on a backend whose ``short_read_drain`` is set."""
+
     def count_into(self, counts: SyscallCounts) -> None:  # noqa: B027 (most count nothing)
-        """Count system calls the loop cannot see into ``counts``: a backend whose
-        ``register``, ``modify`` and ``wait`` share one ``io_uring_enter`` does."""
+        """Count system calls the loop cannot see into ``counts``: epoll's ``epoll_ctl``
+        per interest change, io_uring's shared ``io_uring_enter``. select and poll make no
+        call to change interest (it lives in user space until the next wait)."""
 
 
 class CompletionMechanism:

@@ -23,7 +23,8 @@ Some facts about epoll:
 
 What that costs us: ET saves the re-check and the repeated reports, and pays one extra
 ``recv``/``accept`` per event, the one that returns ``EAGAIN``. The LT-vs-ET experiment
-counts both.
+counts both; ``--et-drain short-read`` (servers/loop.py) saves the ``recv`` and ``send``
+ones, and asks for ``EPOLLRDHUP`` to do it safely.
 
 Limits: only ``RLIMIT_NOFILE`` and ``/proc/sys/fs/epoll/max_user_watches``.
 
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import select
 
-from servers.backends.base import Backend, Event
+from servers.backends.base import Backend, Event, SyscallCounts, Tally
 
 # A wait returns at most this many events; more ready descriptors are simply reported by
 # the next wait (the ready list is not lost), so this bounds the result list, not fairness.
@@ -53,14 +54,23 @@ class EpollBackend(Backend):
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
+        self._counts: SyscallCounts = Tally()
 
+    def count_into(self, counts: SyscallCounts) -> None:
+        self._counts = counts
+
+    # Each of the three is one epoll_ctl(2) (ADD, MOD, DEL), counted before the call:
+    # a call the kernel refused was made all the same (and strace counts it).
     def register(self, fd: int, events: int) -> None:
+        self._counts.ctl_calls += 1
         self._epoll.register(fd, events | self._mode_flags)
 
     def modify(self, fd: int, events: int) -> None:
+        self._counts.ctl_calls += 1
         self._epoll.modify(fd, events | self._mode_flags)
 
     def unregister(self, fd: int) -> None:
+        self._counts.ctl_calls += 1
         self._epoll.unregister(fd)
 
     def wait(self, timeout_s: float | None) -> list[Event]:
@@ -74,3 +84,10 @@ class EdgeTriggeredEpollBackend(EpollBackend):
     name = "epoll-et"
     edge_triggered = True
     _mode_flags = select.EPOLLET if hasattr(select, "EPOLLET") else 0
+
+    short_read_drain = True
+
+    def watch_read_hangup(self) -> None:
+        # EPOLLRDHUP (2.6.17) is reported with EPOLLIN when the peer shut down writing;
+        # without it a short read cannot tell "nothing more" from "nothing more but EOF".
+        self._mode_flags = type(self)._mode_flags | select.EPOLLRDHUP
