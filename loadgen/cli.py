@@ -18,6 +18,7 @@ from loadgen.config import (
     DEFAULT_CONNECT_RATE_CPS,
     LOAD_PROTOCOLS,
     LoadConfig,
+    parse_address_list,
     parse_cpu_list,
     parse_header,
 )
@@ -105,6 +106,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a request unanswered this long (seconds) is an error; also bounds the "
         "connect and the drain after the window",
     )
+    add(
+        "--source-addresses",
+        default=None,
+        metavar="ADDRESSES",
+        help="spread the connections over these local addresses, round-robin, e.g. "
+        "'127.0.0.2,127.0.0.3': each address has its own ephemeral port range (default: "
+        "automatic, more loopback addresses only when one would hold over a quarter of "
+        "net.ipv4.ip_local_port_range)",
+    )
     add("--json", type=Path, default=None, help="write the result here (atomically)")
     add("--quiet", action="store_true", help="no summary and no progress line")
     add("--phase-lines", action="store_true",
@@ -134,6 +144,9 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         path=args.path,
         headers=tuple(parse_header(h) for h in args.header),
         allow_shared_cpus=args.force,
+        source_addresses=(
+            parse_address_list(args.source_addresses) if args.source_addresses else None
+        ),
     )
 
 

@@ -43,7 +43,7 @@ from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
 from loadgen.config import LoadProtocol
-from loadgen.connection import Conn
+from loadgen.connection import Conn, start_connect
 from loadgen.protocols import CLIENTS
 from loadgen.recording import BatchRecorder
 from loadgen.schedule import Pacer, Phases
@@ -57,6 +57,10 @@ DRAIN_TICK_NS = 5_000_000
 PROGRESS_NS = 500_000_000
 _IN = select.EPOLLIN
 _IN_OUT = select.EPOLLIN | select.EPOLLOUT
+
+# Connects started per ramp turn at most: a worker behind its schedule collects the
+# completions between batches instead of opening everything due in one go.
+CONNECT_BATCH = 64
 
 PR_SET_TIMERSLACK = 29  # <linux/prctl.h>
 TIMER_SLACK_NS = 1000
@@ -112,6 +116,8 @@ class WorkerSpec:
     cpu: int | None
     fds_needed: int
     progress: bool
+    # Bound before each connect, round-robin (loadgen.connection); (): the kernel's choice.
+    source_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,7 @@ class Worker:
         self.idle_socks: list[socket.socket] = []
         self.errors: Counter[str] = Counter()
         self.connect_errors = 0
+        self.connects_started = 0
         self.reconnects = 0
         self.client = CLIENTS[spec.protocol](spec, self.fail, self.reopen)
         self.recorder = BatchRecorder()
@@ -264,27 +271,38 @@ class Worker:
         next_control_ns = 0
         while (opened < total or pending) and not self.stop_requested:
             now = time.monotonic_ns()
-            while opened < total and pacer.next_due_ns <= now:
+            batch = CONNECT_BATCH
+            while opened < total and pacer.next_due_ns <= now and batch:
+                batch -= 1
                 pacer.advance()
                 opened += 1
                 sock = self._start_connect()
                 if sock is not None:
-                    pending[sock.fileno()] = (sock, now + self.timeout_ns)
-            for fd, (sock, deadline) in list(pending.items()):
-                if now >= deadline:
-                    del pending[fd]
-                    self._connect_failed(sock, CONNECT_TIMEOUT)
+                    # The deadline counts from this connect, not from the loop's `now`:
+                    # when connect(2) itself is slow, a catch-up batch takes a while.
+                    pending[sock.fileno()] = (sock, time.monotonic_ns() + self.timeout_ns)
             if now >= next_control_ns:
                 self._check_control()
                 next_control_ns = now + TICK_NS
-            wait_ns = min(TICK_NS, pacer.next_due_ns - now) if opened < total else TICK_NS
-            for fd, _ in self.ep.poll(max(0, wait_ns) / 1e9):
+            behind = opened < total and pacer.next_due_ns <= time.monotonic_ns()
+            wait_ns = 0 if behind else min(TICK_NS, pacer.next_due_ns - now)
+            if opened >= total:
+                wait_ns = TICK_NS
+            for fd, _ in self.ep.poll(max(0, wait_ns) / 1e9, max(1, len(pending))):
                 sock, _ = pending.pop(fd)
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
                     self._connect_failed(sock, "connect_" + error_kind(err))
                 else:
                     self._connected(sock)
+            # Completions are collected before deadlines are checked, with the time after
+            # the wait: a client that fell behind (a busy CPU) must not count connections
+            # the kernel completed while it was not looking as timed out.
+            now = time.monotonic_ns()
+            for fd, (sock, deadline) in list(pending.items()):
+                if now >= deadline:
+                    del pending[fd]
+                    self._connect_failed(sock, CONNECT_TIMEOUT)
         for sock, _ in pending.values():
             self.ep.unregister(sock.fileno())
             sock.close()
@@ -301,19 +319,17 @@ class Worker:
         return sock
 
     def _new_connection(self) -> socket.socket:
-        """A non-blocking socket with its connect(2) started; :class:`_ConnectFailed` if not."""
+        """A non-blocking socket with its connect(2) started; :class:`_ConnectFailed` if not.
+
+        Source addresses are taken round-robin, one per connect, reopens included.
+        """
+        sources = self.spec.source_addresses
+        source = sources[self.connects_started % len(sources)] if sources else None
+        self.connects_started += 1
         try:
-            sock = socket.socket(self.spec.family, socket.SOCK_STREAM)
+            return start_connect(self.spec.family, self.spec.sockaddr, source)
         except OSError as exc:
             raise _ConnectFailed("connect_" + error_kind(exc.errno or 0)) from None
-        sock.setblocking(False)
-        if self.spec.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex(self.spec.sockaddr)
-        if err not in (0, errno.EINPROGRESS):
-            sock.close()
-            raise _ConnectFailed("connect_" + error_kind(err))
-        return sock
 
     def _connect_failed(self, sock: socket.socket, kind: str, registered: bool = True) -> None:
         if registered:
