@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import socket
 
 
 def raise_fd_limit() -> int:
@@ -15,3 +16,23 @@ def raise_fd_limit() -> int:
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
+
+
+SOMAXCONN_FILE = "/proc/sys/net/core/somaxconn"
+
+
+def listen_backlog() -> int:
+    """The largest ``listen(2)`` backlog the kernel grants: ``net.core.somaxconn``.
+
+    ``listen(2)`` silently caps a larger backlog at this value, so asking for it is asking
+    for the longest accept queue this machine allows, and raising the sysctl takes effect
+    at the next start without a flag (Go's net package reads the same file). A connection
+    that completes its handshake while the queue is full has its SYN or final ACK dropped
+    (TcpExtListenOverflows) and waits out a retransmission, 1 s the first time
+    (``tcp(7)``); results/c20k/README.md measures it. Without /proc: ``socket.SOMAXCONN``.
+    """
+    try:
+        with open(SOMAXCONN_FILE) as f:
+            return max(1, int(f.read()))
+    except (OSError, ValueError):
+        return socket.SOMAXCONN

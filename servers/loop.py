@@ -47,9 +47,10 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from muxlab.limits import listen_backlog
 from servers.backends import (
     ERROR,
     READ,
@@ -92,7 +93,8 @@ class ServerConfig:
     protocol: ProtocolName = "echo"
     host: str = "127.0.0.1"
     port: int = 0
-    backlog: int = 4096
+    # net.core.somaxconn, read at start: the longest accept queue the kernel grants.
+    backlog: int = field(default_factory=listen_backlog)
     read_bytes: int = 65536
     high_water_bytes: int = 1 << 20
     low_water_bytes: int = 256 * 1024
