@@ -3,6 +3,9 @@ so that no address pair runs short of ephemeral ports (issue 12, C20K/C50K clien
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
 import socketserver
 import subprocess
@@ -10,6 +13,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +135,36 @@ def test_bad_source_addresses_are_one_line_errors(
     assert proc.returncode == 2
     assert len(proc.stderr.splitlines()) == 1 and message in proc.stderr
     assert echo_server.peers == Counter()
+
+
+NETNS_SCRIPT = """
+import json, subprocess, sys, threading
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
+    f.write("40000 40039")
+from loadgen import LoadConfig, run_load
+from tests.test_loadgen_sources import PeerCountingEcho
+server = PeerCountingEcho()
+threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+result = run_load(LoadConfig(port=server.server_address[1], connections=4, idle=56,
+                             processes=1, duration_s=0.3, warmup_s=0.1))
+server.shutdown()
+print(json.dumps({"errors": result.errors, "peers": server.peers,
+                  "held": result.connections.active + result.connections.idle_open_at_end}))
+"""
+
+
+def test_automatic_sources_hold_more_connections_than_one_address_has_ports() -> None:
+    """In a private network namespace with 40 ephemeral ports, 60 connections: one address
+    could not hold them (preflight would refuse); automatic spreading puts 10 on each of
+    six loopback addresses (a quarter of 40), and each address gets its probe too."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs root, unshare and ip for a private network namespace")
+    proc = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", NETNS_SCRIPT],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert (report["errors"], report["held"]) == ({}, 60)
+    assert report["peers"] == {f"127.0.0.{i}": 11 for i in range(2, 8)}
