@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -82,6 +83,9 @@ PHASE_MEASURE = "muxlab load: phase measure"
 # drain timeout), allowance for spawning its workers and writing its result.
 LOAD_ALLOWANCE_S = 60.0
 WARMUP_S = 0.5
+LOG_TAIL_LINES = 5
+# nginx slots beyond the connections held: its listener and the load generator's probe.
+NGINX_SPARE_SLOTS = 16
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class HoldOutcome:
     rss_held_kib: int
     rss_over_connections_bytes: float  # RSS while holding / connections
     rss_growth_per_connection_bytes: float  # (held - before) / connections
+    server_log_tail: tuple[str, ...]  # its last stderr lines (nginx: error log)
 
 
 # -- what the kernel and /proc say ---------------------------------------------------------
@@ -216,10 +221,24 @@ class QueueSampler:
 # -- one server ------------------------------------------------------------------------------
 
 
-def start_server(name: str, config: HoldConfig) -> ServerProcess | NginxServer:
+def nginx_worker_connections(held: int) -> int:
+    """nginx's ``worker_connections`` for holding ``held`` connections.
+
+    Once fewer than 1/16 of its connection slots are free, nginx closes idle keep-alive
+    connections to make room ("worker_connections are not enough, reusing connections",
+    ``ngx_drain_connections`` in src/core/ngx_connection.c), so the slots must exceed the
+    connections held by more than that; unused slots cost no descriptor.
+    """
+    return math.ceil(held * 16 / 15) + NGINX_SPARE_SLOTS
+
+
+def start_server(name: str, config: HoldConfig, work_dir: Path) -> ServerProcess | NginxServer:
     if name == NGINX:
         return NginxServer(
-            "http", cpu=config.server_cpu, connections=config.total_connections + 100
+            "http",
+            cpu=config.server_cpu,
+            connections=nginx_worker_connections(config.total_connections),
+            log_path=work_dir / "nginx-error.log",
         ).start()
     return ServerProcess(name, "http", cpu=config.server_cpu, extra_args=config.server_args).start()
 
@@ -248,7 +267,7 @@ def muxlab_counters(server: ServerProcess | NginxServer) -> dict[str, Any] | Non
 
 def hold_one(name: str, config: HoldConfig, work_dir: Path) -> HoldOutcome:
     json_path = work_dir / f"load-{name}.json"
-    with start_server(name, config) as server:
+    with start_server(name, config, work_dir) as server:
         rss_before = tree_rss_kib(server.pid)
         before = muxlab_counters(server)
         kernel_before = read_kernel_counters()
@@ -266,14 +285,25 @@ def hold_one(name: str, config: HoldConfig, work_dir: Path) -> HoldOutcome:
             finally:
                 terminate(proc, signal.SIGINT, 10.0)  # it keeps what it measured
         kernel_after = read_kernel_counters()
+    log_tail = server_log_tail(server)
     if not json_path.exists():
         raise RunError(f"the load generator wrote no result (exit {proc.returncode})")
     load = json.loads(json_path.read_text())
     return outcome(
         name, config, load, proc.returncode, ramp_s, sampler.result(),
         {k: kernel_after[k] - kernel_before[k] for k in kernel_after},
-        before, at_measure, rss_before, rss_held,
+        before, at_measure, rss_before, rss_held, log_tail,
     )  # fmt: skip
+
+
+def server_log_tail(server: ServerProcess | NginxServer) -> list[str]:
+    """The server's last stderr lines (nginx: its error log): why it closed connections."""
+    if isinstance(server, ServerProcess):
+        text = server.stderr
+    else:
+        assert server.error_log is not None
+        text = server.error_log.read_text(errors="replace") if server.error_log.exists() else ""
+    return text.splitlines()[-LOG_TAIL_LINES:]
 
 
 def watch_load(
@@ -318,6 +348,7 @@ def outcome(
     at_measure: dict[str, Any] | None,
     rss_before: int,
     rss_held: int,
+    log_tail: list[str],
 ) -> HoldOutcome:
     conns = load["connections"]
     total = config.total_connections
@@ -344,6 +375,7 @@ def outcome(
         rss_held_kib=rss_held,
         rss_over_connections_bytes=round(rss_held * 1024 / total, 1),
         rss_growth_per_connection_bytes=round((rss_held - rss_before) * 1024 / total, 1),
+        server_log_tail=tuple(log_tail),
     )
 
 
