@@ -4,6 +4,7 @@ so that no address pair runs short of ephemeral ports (issue 12, C20K/C50K clien
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import socket
@@ -11,14 +12,16 @@ import socketserver
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from loadgen import LoadConfig, run_load
-from loadgen.connection import connections_per_source, plan_sources
+from loadgen import LoadConfig, run_load, worker
+from loadgen.connection import connections_per_source, plan_sources, start_connect
 from loadgen.preflight import Target, check_port_range
 from muxlab.errors import SetupError
 
@@ -168,3 +171,37 @@ def test_automatic_sources_hold_more_connections_than_one_address_has_ports() ->
     report = json.loads(proc.stdout.splitlines()[-1])
     assert (report["errors"], report["held"]) == ({}, 60)
     assert report["peers"] == {f"127.0.0.{i}": 11 for i in range(2, 8)}
+
+
+def test_a_slow_ramp_does_not_time_out_connections_the_kernel_completed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every connect(2) takes 50 ms (as past half the port range) and all are due at once:
+    the batch takes 1 s, five times the 0.2 s timeout. Each deadline counts from its own
+    connect and completions are collected before deadlines are checked, so none of the
+    connections, all completed by the kernel at once on loopback, is a timeout."""
+    connections = 20
+
+    def slow_connect(*args: Any) -> socket.socket:
+        time.sleep(0.05)
+        return start_connect(*args)
+
+    monkeypatch.setattr(worker, "start_connect", slow_connect)
+    with socket.create_server(("127.0.0.1", 0), backlog=connections) as listener:
+        spec = worker.WorkerSpec(
+            index=0, family=socket.AF_INET, sockaddr=listener.getsockname(),
+            protocol="echo", http_request=b"", first_cid=0, active=0,
+            idle=connections, all_active=0, size_bytes=64, pipeline=1, rate_rps=None,
+            connect_rate_cps=1e6, timeout_s=0.2, cpu=None, fds_needed=0, progress=False,
+        )  # fmt: skip
+        ours, theirs = multiprocessing.Pipe()
+        w = worker.Worker(spec, ours)
+        try:
+            ramp = w._ramp()
+        finally:
+            for sock in w.idle_socks:
+                sock.close()
+            ours.close()
+            theirs.close()
+    assert (ramp.idle, ramp.connect_errors) == (connections, 0)
+    assert w.errors == Counter()
