@@ -354,7 +354,13 @@ def outcome(
     total = config.total_connections
     accepts = waits = None
     cpu_s = 0.0
-    if before is not None and at_measure is not None:
+    # A counters line without these top-level keys (another server's) leaves them out.
+    keys = ("accepts", "wait_calls", "cpu_user_s", "cpu_system_s")
+    if (
+        before is not None
+        and at_measure is not None
+        and all(k in before and k in at_measure for k in keys)
+    ):
         accepts = at_measure["accepts"] - before["accepts"]
         waits = at_measure["wait_calls"] - before["wait_calls"]
         cpu_s = sum(at_measure[k] - before[k] for k in ("cpu_user_s", "cpu_system_s"))
