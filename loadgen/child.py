@@ -49,7 +49,7 @@ class ChildRun:
     stderr_tail: str  # its last line on stderr ("" when none): why it failed, if it did
 
 
-class _LinePump:
+class LinePump:
     """Lines of a child's stdout through a thread, so that reading them can time out."""
 
     _EOF = object()
@@ -92,7 +92,7 @@ def run_load_in_child(
         )
         try:
             assert proc.stdout is not None
-            _follow(_LinePump(proc.stdout), on_phase, time.monotonic() + deadline_s)
+            _follow(LinePump(proc.stdout), on_phase, time.monotonic() + deadline_s)
             status = proc.wait()
         finally:
             _stop(proc)
@@ -101,7 +101,7 @@ def run_load_in_child(
     return ChildRun(status, _read_result(json_path), lines[-1] if lines else "")
 
 
-def _follow(lines: _LinePump, on_phase: Callable[[Phase], None], deadline: float) -> None:
+def _follow(lines: LinePump, on_phase: Callable[[Phase], None], deadline: float) -> None:
     while (line := lines.next(deadline - time.monotonic())) is not None:
         phase = parse_phase_line(line)
         if phase is not None:

@@ -98,6 +98,15 @@ def add_parser(subparsers: Subparsers) -> None:
         help="a request unanswered this long (seconds) is an error; also bounds the "
         "connect and the drain after the window",
     )
+    add(
+        "--source-addresses",
+        default=None,
+        metavar="ADDRESSES",
+        help="spread the connections over these local addresses, round-robin, e.g. "
+        "'127.0.0.2,127.0.0.3': each address has its own ephemeral port range (default: "
+        "automatic, more loopback addresses only when one would hold over a quarter of "
+        "net.ipv4.ip_local_port_range)",
+    )
     add("--json", type=Path, default=None, help="write the result here (atomically)")
     add("--quiet", action="store_true", help="no summary and no progress line")
     add("--phase-lines", action="store_true",

@@ -9,6 +9,7 @@ machine (how many worker processes), so the result file records what actually ra
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -62,6 +63,10 @@ class LoadConfig:
     headers: tuple[tuple[str, str], ...] = ()
     # A client CPU that is also a server CPU is refused unless this is set (--force).
     allow_shared_cpus: bool = False
+    # Local addresses the connections are spread over, round-robin (--source-addresses);
+    # None: automatic, several loopback addresses only where one would run short of ports
+    # (loadgen.connection.plan_sources).
+    source_addresses: tuple[str, ...] | None = None
 
     @property
     def open_loop(self) -> bool:
@@ -119,6 +124,19 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
     return tuple(sorted(cpus))
 
 
+def parse_address_list(text: str) -> tuple[str, ...]:
+    """``"127.0.0.2,127.0.0.3"`` -> the addresses, each checked to be an IP address."""
+    addresses = tuple(part.strip() for part in text.split(","))
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise UsageError(
+                f"bad address {address!r} in {text!r}: expected e.g. '127.0.0.2,127.0.0.3'"
+            ) from None
+    return addresses
+
+
 def default_processes(cpus: tuple[int, ...], server_cpus: tuple[int, ...]) -> int:
     if cpus:
         return len(cpus)
@@ -154,6 +172,8 @@ def validate(config: LoadConfig) -> None:
          "which the reply parser (llhttp) cannot be told"),
         (REQUEST_TARGET.fullmatch(config.path) is not None and config.path[:1] in "/*",
          f"--path must start with '/' and hold no spaces, not {config.path!r}"),
+        (config.source_addresses is None or len(config.source_addresses) >= 1,
+         "--source-addresses must name at least one address"),
     ]  # fmt: skip
     for ok, message in checks:
         if not ok:

@@ -40,6 +40,8 @@ class WorkerSpec:
     cpu: int | None
     fds_needed: int
     progress: bool
+    # Bound before each connect, round-robin (loadgen.connection); (): the kernel's choice.
+    source_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

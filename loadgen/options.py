@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from loadgen.config import LoadConfig, parse_cpu_list, parse_header
+from loadgen.config import LoadConfig, parse_address_list, parse_cpu_list, parse_header
 
 
 def config_from_args(args: argparse.Namespace) -> LoadConfig:
@@ -35,6 +35,9 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         path=args.path,
         headers=tuple(parse_header(h) for h in args.header),
         allow_shared_cpus=args.force,
+        source_addresses=(
+            parse_address_list(args.source_addresses) if args.source_addresses else None
+        ),
     )
 
 
@@ -63,6 +66,8 @@ def config_to_argv(config: LoadConfig) -> list[str]:
         options["--server-cpus"] = ",".join(map(str, config.server_cpus))
     if config.rate_rps is not None:
         options["--rate"] = repr(config.rate_rps)
+    if config.source_addresses is not None:
+        options["--source-addresses"] = ",".join(config.source_addresses)
     argv = [text for option, value in options.items() for text in (option, str(value))]
     for name, value in config.headers:
         argv += ["--header", f"{name}: {value}"]

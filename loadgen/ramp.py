@@ -14,8 +14,8 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from loadgen.connection import Conn
-from loadgen.messages import RampReport, WorkerSpec
+from loadgen.connection import Conn, start_connect
+from loadgen.messages import RampReport
 from loadgen.schedule import Pacer
 
 if TYPE_CHECKING:
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = "connect_timeout"
 # Control messages (a parent's stop) are checked this often while connecting.
 CONTROL_TICK_NS = 100_000_000
+# Connects started per ramp turn at most: a worker behind its schedule collects the
+# completions between batches instead of opening everything due in one go.
+CONNECT_BATCH = 64
 
 
 def error_kind(err: int) -> str:
@@ -41,20 +44,18 @@ class ConnectFailed(Exception):
         self.kind = kind
 
 
-def new_connection(spec: WorkerSpec) -> socket.socket:
-    """A non-blocking socket with its connect(2) started; :class:`ConnectFailed` if not."""
+def new_connection(w: Worker) -> socket.socket:
+    """A non-blocking socket with its connect(2) started; :class:`ConnectFailed` if not.
+
+    Source addresses are taken round-robin, one per connect, reopens included.
+    """
+    sources = w.spec.source_addresses
+    source = sources[w.connects_started % len(sources)] if sources else None
+    w.connects_started += 1
     try:
-        sock = socket.socket(spec.family, socket.SOCK_STREAM)
+        return start_connect(w.spec.family, w.spec.sockaddr, source)
     except OSError as exc:
         raise ConnectFailed("connect_" + error_kind(exc.errno or 0)) from None
-    sock.setblocking(False)
-    if spec.family != socket.AF_UNIX:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    err = sock.connect_ex(spec.sockaddr)
-    if err not in (0, errno.EINPROGRESS):
-        sock.close()
-        raise ConnectFailed("connect_" + error_kind(err))
-    return sock
 
 
 def ramp(w: Worker) -> RampReport:
@@ -67,29 +68,38 @@ def ramp(w: Worker) -> RampReport:
     next_control_ns = 0
     while (opened < total or pending) and not w.stop_requested:
         now = time.monotonic_ns()
-        while opened < total and pacer.next_due_ns <= now:
+        batch = CONNECT_BATCH
+        while opened < total and pacer.next_due_ns <= now and batch:
+            batch -= 1
             pacer.advance()
             opened += 1
             sock = _start_connect(w)
             if sock is not None:
-                pending[sock.fileno()] = (sock, now + w.timeout_ns)
-        for fd, (sock, deadline) in list(pending.items()):
-            if now >= deadline:
-                del pending[fd]
-                _connect_failed(w, sock, CONNECT_TIMEOUT)
+                # The deadline counts from this connect, not from the loop's `now`: when
+                # connect(2) itself is slow, a catch-up batch takes a while.
+                pending[sock.fileno()] = (sock, time.monotonic_ns() + w.timeout_ns)
         if now >= next_control_ns:
             w.check_control()
             next_control_ns = now + CONTROL_TICK_NS
-        wait_ns = CONTROL_TICK_NS
-        if opened < total:
-            wait_ns = min(wait_ns, pacer.next_due_ns - now)
-        for fd, _ in w.ep.poll(max(0, wait_ns) / 1e9):
+        behind = opened < total and pacer.next_due_ns <= time.monotonic_ns()
+        wait_ns = 0 if behind else min(CONTROL_TICK_NS, pacer.next_due_ns - now)
+        if opened >= total:
+            wait_ns = CONTROL_TICK_NS
+        for fd, _ in w.ep.poll(max(0, wait_ns) / 1e9, max(1, len(pending))):
             sock, _ = pending.pop(fd)
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 _connect_failed(w, sock, "connect_" + error_kind(err))
             else:
                 _connected(w, sock)
+        # Completions are collected before deadlines are checked, with the time after the
+        # wait: a client that fell behind (a busy CPU) must not count connections the
+        # kernel completed while it was not looking as timed out.
+        now = time.monotonic_ns()
+        for fd, (sock, deadline) in list(pending.items()):
+            if now >= deadline:
+                del pending[fd]
+                _connect_failed(w, sock, CONNECT_TIMEOUT)
     for sock, _ in pending.values():
         w.ep.unregister(sock.fileno())
         sock.close()
@@ -98,7 +108,7 @@ def ramp(w: Worker) -> RampReport:
 
 def _start_connect(w: Worker) -> socket.socket | None:
     try:
-        sock = new_connection(w.spec)
+        sock = new_connection(w)
     except ConnectFailed as exc:
         w.connect_errors += 1
         w.errors[exc.kind] += 1

@@ -105,6 +105,7 @@ def plan_workers(config: LoadConfig, target: Target, progress: bool) -> list[Wor
                 cpu=config.cpus[i % len(config.cpus)] if config.cpus else None,
                 fds_needed=fds_per_worker(config),
                 progress=progress,
+                source_addresses=target.source_addresses,
             )
         )
         first_cid += active

@@ -67,6 +67,10 @@ PROGRESS_NS = 500_000_000
 _IN = select.EPOLLIN
 _IN_OUT = select.EPOLLIN | select.EPOLLOUT
 
+# Connects started per ramp turn at most: a worker behind its schedule collects the
+# completions between batches instead of opening everything due in one go.
+CONNECT_BATCH = 64
+
 PR_SET_TIMERSLACK = 29  # <linux/prctl.h>
 TIMER_SLACK_NS = 1000
 
@@ -103,6 +107,7 @@ class Worker:
         self.idle_socks: list[socket.socket] = []
         self.errors: Counter[str] = Counter()
         self.connect_errors = 0
+        self.connects_started = 0
         self.reconnects = 0
         self.client = CLIENTS[spec.protocol](spec, self.fail, self.reopen)
         self.timeout_ns = round(spec.timeout_s * 1e9)
@@ -298,7 +303,7 @@ class Worker:
         c.sock.close()
         c.out.clear()
         try:
-            sock = new_connection(self.spec)
+            sock = new_connection(self)
         except ConnectFailed as exc:
             self.errors[exc.kind] += 1
             self._drop_slots(c)

@@ -67,7 +67,8 @@ def add_parser(subparsers: Subparsers) -> None:
         "--backlog",
         type=int,
         default=defaults.backlog,
-        help="listen(2) backlog, in connections (the kernel caps it at net.core.somaxconn)",
+        help="listen(2) backlog, in connections; the kernel caps it at net.core.somaxconn, "
+        "which is the default (read at start)",
     )
     parser.add_argument(
         "--read-bytes",

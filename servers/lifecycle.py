@@ -43,7 +43,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
 
 from muxlab.fdbudget import server_connection_budget
@@ -70,6 +70,26 @@ _TCP_LAST_DATA_SENT_OFFSET = 44
 _TCP_LAST_DATA_RECV_OFFSET = 52
 
 
+SOMAXCONN_FILE = "/proc/sys/net/core/somaxconn"
+
+
+def listen_backlog() -> int:
+    """The largest ``listen(2)`` backlog the kernel grants: ``net.core.somaxconn``.
+
+    ``listen(2)`` silently caps a larger backlog at this value, so asking for it is asking
+    for the longest accept queue this machine allows, and raising the sysctl takes effect
+    at the next start without a flag (Go's net package reads the same file). A connection
+    that completes its handshake while the queue is full has its SYN or final ACK dropped
+    (TcpExtListenOverflows) and waits out a retransmission, 1 s the first time
+    (``tcp(7)``); results/c20k/README.md measures it. Without /proc: ``socket.SOMAXCONN``.
+    """
+    try:
+        with open(SOMAXCONN_FILE) as f:
+            return max(1, int(f.read()))
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
 EtDrain = Literal["strict", "short-read"]
 ET_DRAINS: tuple[EtDrain, ...] = get_args(EtDrain)
 
@@ -80,7 +100,8 @@ class ServerConfig:
     protocol: ProtocolName = "echo"
     host: str = "127.0.0.1"
     port: int = 0
-    backlog: int = 4096
+    # net.core.somaxconn, read at start: the longest accept queue the kernel grants.
+    backlog: int = field(default_factory=listen_backlog)
     read_bytes: int = 65536
     high_water_bytes: int = 1 << 20
     low_water_bytes: int = 256 * 1024
