@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from loadgen import cluster_cli
 from loadgen.config import (
     DEFAULT_CONNECT_RATE_CPS,
     LOAD_PROTOCOLS,
@@ -110,6 +111,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add("--phase-lines", action="store_true",
         help="print 'muxlab load: phase measure' and 'muxlab load: phase end' on stdout "
         "as the measurement window opens and closes")  # fmt: skip
+    cluster_cli.add_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -152,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.json is not None:
         check_output_path(args.json)
+    if args.cluster is not None:
+        return cluster_cli.run(args, config)
     show_progress = not args.quiet and sys.stderr.isatty()
     # A shell starts background jobs with SIGINT ignored; Ctrl-C (or kill -INT) must still
     # stop the run and keep its partial result.

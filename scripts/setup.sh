@@ -26,5 +26,5 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[dev,cluster]'
 echo "setup: ready; run .venv/bin/muxlab --help"
