@@ -7,9 +7,9 @@ Dask is an optional extra: without it, ``--cluster`` is one line saying how to i
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
+from importlib.util import find_spec
 
 from loadgen.config import LoadConfig
 from muxlab.atomic import write_json_atomic
@@ -40,7 +40,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def require_distributed(cluster: str) -> None:
     needed = ["distributed"] + (["asyncssh"] if cluster.startswith("ssh:") else [])
-    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    missing = [name for name in needed if find_spec(name) is None]
     if missing:
         raise UsageError(f"--cluster needs {' and '.join(missing)}, not installed: {INSTALL_HINT}")
 

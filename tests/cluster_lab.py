@@ -1,0 +1,123 @@
+"""Helpers for the ``--cluster`` tests: a Dask cluster of child processes, socket counts.
+
+Every process started here is in its own session (``setsid``), so the whole group,
+including load generator processes a killed Dask worker left behind, is killed and the
+direct children reaped when the test ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+from tests.conftest import require_available
+
+ROOT = Path(__file__).resolve().parent.parent
+NETNS_LAB = ROOT / "scripts" / "netns-lab.sh"
+TCP_ESTABLISHED = "01"  # st column of /proc/net/tcp (include/net/tcp_states.h)
+START_TIMEOUT_S = 90.0
+
+
+def require_distributed() -> None:
+    missing = [name for name in ("distributed",) if find_spec(name) is None]
+    reason = f"{missing[0]} not installed: pip install -e '.[cluster]'" if missing else None
+    require_available("muxlab[cluster] (Dask distributed)", reason)
+
+
+def established(port: int, netns: str | None = None) -> int:
+    """Established TCP sockets whose local port is ``port``: the server's side of each
+    connection, read from /proc/net/tcp (proc(5)) in ``netns`` or in ours."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    table = subprocess.run([*prefix, "cat", "/proc/net/tcp"], capture_output=True, text=True,
+                           check=True, timeout=30).stdout  # fmt: skip
+    count = 0
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == TCP_ESTABLISHED:
+            count += 1
+    return count
+
+
+def wait_established(port: int, count: int, timeout_s: float, netns: str | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while established(port, netns) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} connections to port {port}"
+        time.sleep(0.2)
+
+
+@dataclass
+class LocalDask:
+    """A scheduler and named ``--no-nanny`` workers on loopback, as child processes."""
+
+    scheduler_file: Path
+    procs: dict[str, subprocess.Popen[bytes]]
+
+    @property
+    def address(self) -> str:
+        address: str = json.loads(self.scheduler_file.read_text())["address"]
+        return address
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the worker process only, as a host that vanishes."""
+        self.procs[name].kill()
+
+
+def _spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True)  # fmt: skip
+
+
+def _wait_for_workers(scheduler_file: Path, count: int) -> None:
+    code = (
+        "import distributed, sys\n"
+        f"with distributed.Client(scheduler_file={str(scheduler_file)!r}, timeout='60s') as c:\n"
+        f"    c.wait_for_workers({count}, timeout=60)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=START_TIMEOUT_S,
+                   capture_output=True)  # fmt: skip
+
+
+@contextlib.contextmanager
+def local_dask(tmp: Path, workers: Sequence[str]) -> Iterator[LocalDask]:
+    scheduler_file = tmp / "scheduler.json"
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        procs["scheduler"] = _spawn(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+             "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+            tmp / "scheduler.log",
+        )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not scheduler_file.exists():
+            assert time.monotonic() < deadline, (tmp / "scheduler.log").read_text()
+            time.sleep(0.2)
+        for name in workers:
+            procs[name] = _spawn(
+                [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+                 str(scheduler_file), "--no-nanny", "--nthreads", "1", "--name", name,
+                 "--host", "127.0.0.1", "--no-dashboard"],
+                tmp / f"{name}.log",
+            )  # fmt: skip
+        _wait_for_workers(scheduler_file, len(workers))
+        yield LocalDask(scheduler_file, procs)
+    finally:
+        for proc in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def netns_lab(action: str, name: str, state: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MUXLAB_PYTHON": sys.executable, "MUXLAB_NETNS_STATE": str(state)}
+    return subprocess.run(["bash", str(NETNS_LAB), action, "--name", name], env=env,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip

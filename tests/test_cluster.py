@@ -1,0 +1,89 @@
+"""``muxlab load --cluster`` against a real Dask cluster of two worker processes on loopback.
+
+Two Dask workers named client1 and client2 stand for two client hosts (the network
+namespace lab in test_cluster_netns.py makes them real hosts on a bridge, as root).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from tests.cluster_lab import local_dask, require_distributed, wait_established
+from tests.conftest import ServerFactory
+
+pytestmark = pytest.mark.timeout(300)
+CONNECTIONS = 4
+
+
+def cluster_load(address: str, port: int, out: Path, duration_s: float) -> list[str]:
+    return [sys.executable, "-m", "muxlab", "load", "--port", str(port), "--cluster", address,
+            "--connections", str(CONNECTIONS), "--processes", "1", "--warmup", "0.5",
+            "--duration", str(duration_s), "--json", str(out)]  # fmt: skip
+
+
+def test_two_hosts_merge_to_the_sum_of_their_requests(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    require_distributed()
+    server = start_server("epoll-lt", "echo")
+    out = tmp_path / "r.json"
+    with local_dask(tmp_path, ["client1", "client2"]) as dask:
+        proc = subprocess.run(cluster_load(dask.address, server.port, out, 1.5),
+                              capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    hosts = {h["name"]: h for h in data["hosts"]}
+    assert sorted(hosts) == ["client1", "client2"]
+    assert data["schema_version"] == 2
+    assert data["errors"] == {} and all(h["errors"] == {} for h in hosts.values())
+    assert all(h["requests_ok"] > 0 for h in hosts.values())
+    assert data["requests_ok"] == sum(h["requests_ok"] for h in hosts.values())
+    assert [h["connections"] for h in hosts.values()] == [CONNECTIONS // 2] * 2
+    assert data["connections"]["active"] == CONNECTIONS
+    # One worker process per host, each with its CPU figure, merged in host order.
+    assert data["client_cpu"] == [u for h in data["hosts"] for u in h["client_cpu"]]
+    assert all(len(h["client_cpu"]) == 1 and h["processes"] == 1 for h in hosts.values())
+    assert data["client_bound"] == any(h["client_bound"] for h in hosts.values())
+    assert data["cluster"]["hosts"] == 2 and data["cluster"]["cluster"] == dask.address
+    assert data["cluster"]["skew_ms"] >= 0
+    # Every answered request of both hosts is one latency in the merged histogram.
+    merged = HdrHistogram.decode(data["histogram"].encode())
+    assert merged.get_total_count() == data["requests_ok"]
+    for name in hosts:
+        assert f"host {name}" in proc.stdout
+
+
+def test_a_lost_host_is_named_and_the_run_ends(start_server: ServerFactory, tmp_path: Path) -> None:
+    require_distributed()
+    server = start_server("epoll-lt", "echo")
+    out = tmp_path / "r.json"
+    with local_dask(tmp_path, ["client1", "client2"]) as dask:
+        argv = cluster_load(dask.address, server.port, out, 8.0)
+        load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # Every connection open: both hosts ramped; the window opens within a second
+            # (start lead 0.5 s + warm-up 0.5 s), so two seconds later it is mid-run.
+            wait_established(server.port, CONNECTIONS, timeout_s=180)
+            time.sleep(2.0)
+            dask.kill("client2")
+            # client1 measures to the end of its window; client2 must not be waited for.
+            stdout, stderr = load.communicate(timeout=120)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait()
+    assert load.returncode == 1, stdout + stderr
+    assert "host client2" in stderr and "lost" in stderr
+    data = json.loads(out.read_text())
+    assert data["errors"]["host_lost"] == 1
+    hosts = {h["name"]: h for h in data["hosts"]}
+    assert "lost" in hosts["client2"]["failure"]
+    assert hosts["client1"]["failure"] is None and hosts["client1"]["requests_ok"] > 0
+    assert data["requests_ok"] == hosts["client1"]["requests_ok"]
