@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+from servers.process import terminate
 from tests.conftest import require_available
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,3 +124,30 @@ def netns_lab(action: str, name: str, state: Path) -> subprocess.CompletedProces
     env = {**os.environ, "MUXLAB_PYTHON": sys.executable, "MUXLAB_NETNS_STATE": str(state)}
     return subprocess.run(["bash", str(NETNS_LAB), action, "--name", name], env=env,
                           capture_output=True, text=True, timeout=180)  # fmt: skip
+
+
+def require_netns() -> None:
+    reason = None
+    if os.geteuid() != 0:
+        reason = "needs root (ip netns add)"
+    elif shutil.which("ip") is None:
+        reason = "ip (Debian package iproute2) is not installed"
+    require_available("network namespace lab", reason)
+
+
+@contextlib.contextmanager
+def serve_in_netns(netns: str, host: str, port: int) -> Iterator[subprocess.Popen[str]]:
+    """``muxlab serve`` inside ``netns``, ready (its ready line read); always reaped."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-m", "muxlab", "serve",
+         "--backend", "epoll-lt", "--host", host, "--port", str(port)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT_S)
+        line = proc.stdout.readline() if ready else ""
+        assert line.startswith(f"muxlab: listening on {host}:{port} "), line
+        yield proc
+    finally:
+        terminate(proc, signal.SIGTERM, grace_s=10.0)
