@@ -50,8 +50,8 @@ from loadgen.cluster_result import (
 )
 from loadgen.config import LoadConfig, validate
 from loadgen.result import LoadResult
-from loadgen.runner import REPORT_ALLOWANCE_S, SPAWN_ALLOWANCE_S, run_load
-from loadgen.schedule import split_evenly
+from loadgen.runner import REPORT_ALLOWANCE_S, SPAWN_ALLOWANCE_S, PhaseCallback, run_load
+from loadgen.schedule import Phases, split_evenly
 from muxlab.environment import environment
 from muxlab.errors import MuxlabError, RunError, SetupError, UsageError
 
@@ -304,14 +304,24 @@ class _Run:
         self.start.set(start_wall_ns)
         return start_wall_ns
 
-    def collect(self, deadline_ns: int) -> dict[str, tuple[LoadResult | None, str | None, str]]:
-        """Each host's result, or why there is none; never waits past ``deadline_ns``."""
+    def collect(
+        self, deadline_ns: int, phases: Phases, on_phase: PhaseCallback | None
+    ) -> dict[str, tuple[LoadResult | None, str | None, str]]:
+        """Each host's result, or why there is none; never waits past ``deadline_ns``.
+        ``on_phase`` is called as the hosts' window opens and closes (``phases``, in our
+        monotonic clock), as a single host's run calls it."""
         outcomes: dict[str, tuple[LoadResult | None, str | None, str]] = {}
         pending = dict(self.futures)
+        edges = [("measure", phases.measure_start_ns), ("end", phases.end_ns)]
         while pending:
             # Future.status follows the scheduler's messages; a few polls a second is
-            # all the promptness a run of seconds needs.
-            time.sleep(POLL_S)
+            # all the promptness a run of seconds needs; a phase edge wakes us on time.
+            next_edge_ns = edges[0][1] if edges else deadline_ns
+            time.sleep(max(0.0, min(POLL_S, (next_edge_ns - time.monotonic_ns()) / 1e9)))
+            while edges and time.monotonic_ns() >= edges[0][1]:
+                phase, _ = edges.pop(0)
+                if on_phase is not None:
+                    on_phase(phase)
             for address, future in list(pending.items()):
                 if future.status == "finished":
                     outcomes[address] = (future.result(), None, "")
@@ -331,8 +341,11 @@ class _Run:
         return outcomes
 
 
-def run_cluster_load(config: LoadConfig, cluster: str, max_skew_ms: float) -> ClusterResult:
-    """One load run over every worker of the Dask cluster ``cluster`` (see module doc)."""
+def run_cluster_load(
+    config: LoadConfig, cluster: str, max_skew_ms: float, on_phase: PhaseCallback | None = None
+) -> ClusterResult:
+    """One load run over every worker of the Dask cluster ``cluster`` (see module doc);
+    ``on_phase("measure")``/``on_phase("end")`` as for :func:`loadgen.runner.run_load`."""
     validate(config)
     if max_skew_ms <= 0:
         raise UsageError(f"--max-skew-ms must be > 0, not {max_skew_ms}")
@@ -350,10 +363,13 @@ def run_cluster_load(config: LoadConfig, cluster: str, max_skew_ms: float) -> Cl
             raise
         lead_ns = max(MIN_START_LEAD_NS, 20 * max(c.uncertainty_ns for c in clocks.values()))
         start_wall_ns = run.publish_start(lead_ns)
-        window_s = config.warmup_s + config.duration_s + config.timeout_s + REPORT_ALLOWANCE_S
-        deadline_ns = (time.monotonic_ns() + start_wall_ns - time.time_ns()
-                       + round((window_s + DASK_ALLOWANCE_S) * 1e9))  # fmt: skip
-        outcomes = run.collect(deadline_ns)
+        # The agreed start in our own monotonic clock, for the phase lines and deadlines.
+        phases = Phases.starting_at(
+            time.monotonic_ns() + start_wall_ns - time.time_ns(), config.warmup_s, config.duration_s
+        )
+        grace_s = config.timeout_s + REPORT_ALLOWANCE_S + DASK_ALLOWANCE_S
+        deadline_ns = phases.end_ns + round(grace_s * 1e9)
+        outcomes = run.collect(deadline_ns, phases, on_phase)
     host_outcomes = tuple(
         HostOutcome(
             name=host.name,

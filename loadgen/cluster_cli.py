@@ -48,15 +48,18 @@ def require_distributed(cluster: str) -> None:
 def run(args: argparse.Namespace, config: LoadConfig) -> int:
     """The ``--cluster`` run: result file, summary with one line per host, exit status."""
     require_distributed(args.cluster)
-    if args.phase_lines:
-        raise UsageError("--phase-lines is not available with --cluster")
     # Dask logs every lost connection at WARNING; a lost host is reported once, below.
     logging.getLogger("distributed").setLevel(logging.ERROR)
+    from loadgen.cli import PHASE_LINE
     from loadgen.cluster import run_cluster_load
     from loadgen.cluster_report import format_hosts
     from loadgen.report import format_summary
 
-    result = run_cluster_load(config, args.cluster, args.max_skew_ms)
+    def on_phase(phase: str) -> None:
+        if args.phase_lines:
+            print(PHASE_LINE.format(phase), flush=True)
+
+    result = run_cluster_load(config, args.cluster, args.max_skew_ms, on_phase)
     if args.json is not None:
         write_json_atomic(args.json, result.to_json())
     if not args.quiet:

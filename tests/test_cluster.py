@@ -35,8 +35,8 @@ def test_two_hosts_merge_to_the_sum_of_their_requests(
     server = start_server("epoll-lt", "echo")
     out = tmp_path / "r.json"
     with local_dask(tmp_path, ["client1", "client2"]) as dask:
-        proc = subprocess.run(cluster_load(dask.address, server.port, out, 1.5),
-                              capture_output=True, text=True, timeout=240)  # fmt: skip
+        argv = [*cluster_load(dask.address, server.port, out, 1.5), "--phase-lines"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
     hosts = {h["name"]: h for h in data["hosts"]}
@@ -56,8 +56,10 @@ def test_two_hosts_merge_to_the_sum_of_their_requests(
     # Every answered request of both hosts is one latency in the merged histogram.
     merged = HdrHistogram.decode(data["histogram"].encode())
     assert merged.get_total_count() == data["requests_ok"]
+    lines = proc.stdout.splitlines()
+    assert lines[:2] == ["muxlab load: phase measure", "muxlab load: phase end"]
     for name in hosts:
-        assert f"host {name}" in proc.stdout
+        assert any(line.startswith(f"  host {name} ") for line in lines)
 
 
 def test_a_lost_host_is_named_and_the_run_ends(start_server: ServerFactory, tmp_path: Path) -> None:
