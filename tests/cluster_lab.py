@@ -91,7 +91,10 @@ def _wait_for_workers(scheduler_file: Path, count: int) -> None:
 
 
 @contextlib.contextmanager
-def local_dask(tmp: Path, workers: Sequence[str]) -> Iterator[LocalDask]:
+def local_dask(
+    tmp: Path, workers: Sequence[str], with_nanny: Sequence[str] = ()
+) -> Iterator[LocalDask]:
+    """``workers`` run with ``--no-nanny`` unless named in ``with_nanny``."""
     scheduler_file = tmp / "scheduler.json"
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -107,7 +110,8 @@ def local_dask(tmp: Path, workers: Sequence[str]) -> Iterator[LocalDask]:
         for name in workers:
             procs[name] = _spawn(
                 [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
-                 str(scheduler_file), "--no-nanny", "--nthreads", "1", "--name", name,
+                 str(scheduler_file), "--nanny" if name in with_nanny else "--no-nanny",
+                 "--nthreads", "1", "--name", name,
                  "--host", "127.0.0.1", "--no-dashboard"],
                 tmp / f"{name}.log",
             )  # fmt: skip

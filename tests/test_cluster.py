@@ -89,3 +89,20 @@ def test_a_lost_host_is_named_and_the_run_ends(start_server: ServerFactory, tmp_
     assert "lost" in hosts["client2"]["failure"]
     assert hosts["client1"]["failure"] is None and hosts["client1"]["requests_ok"] > 0
     assert data["requests_ok"] == hosts["client1"]["requests_ok"]
+
+
+def test_a_host_that_cannot_run_its_share_stops_the_run_naming_it(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    require_distributed()
+    server = start_server("epoll-lt", "echo")
+    out = tmp_path / "r.json"
+    # client2's worker is a Nanny's daemonic child, which may not start processes.
+    with local_dask(tmp_path, ["client1", "client2"], with_nanny=["client2"]) as dask:
+        proc = subprocess.run(cluster_load(dask.address, server.port, out, 1.0),
+                              capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert line.startswith("muxlab load: error: host client2 (tcp://127.0.0.1:")
+    assert "--no-nanny" in line and "Traceback" not in proc.stderr
+    assert not out.exists()
