@@ -10,16 +10,25 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from tests.cluster_lab import local_dask, require_distributed, wait_established
+from tests.cluster_lab import LocalDask, local_dask, require_distributed, wait_established
 from tests.conftest import ServerFactory
 
 pytestmark = pytest.mark.timeout(300)
 CONNECTIONS = 4
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDask]:
+    """Shared by the tests that leave both workers running (startup: seconds each)."""
+    require_distributed()
+    with local_dask(tmp_path_factory.mktemp("dask"), ["client1", "client2"]) as dask:
+        yield dask
 
 
 def cluster_load(address: str, port: int, out: Path, duration_s: float) -> list[str]:
@@ -29,14 +38,13 @@ def cluster_load(address: str, port: int, out: Path, duration_s: float) -> list[
 
 
 def test_two_hosts_merge_to_the_sum_of_their_requests(
-    start_server: ServerFactory, tmp_path: Path
+    start_server: ServerFactory, tmp_path: Path, two_workers: LocalDask
 ) -> None:
-    require_distributed()
     server = start_server("epoll-lt", "echo")
     out = tmp_path / "r.json"
-    with local_dask(tmp_path, ["client1", "client2"]) as dask:
-        argv = [*cluster_load(dask.address, server.port, out, 1.5), "--phase-lines"]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    dask = two_workers
+    argv = [*cluster_load(dask.address, server.port, out, 1.5), "--phase-lines"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
     hosts = {h["name"]: h for h in data["hosts"]}
@@ -60,6 +68,24 @@ def test_two_hosts_merge_to_the_sum_of_their_requests(
     assert lines[:2] == ["muxlab load: phase measure", "muxlab load: phase end"]
     for name in hosts:
         assert any(line.startswith(f"  host {name} ") for line in lines)
+
+
+def test_open_loop_over_two_hosts_keeps_every_slot_and_idle_connection(
+    start_server: ServerFactory, tmp_path: Path, two_workers: LocalDask
+) -> None:
+    server = start_server("epoll-lt", "echo")
+    out = tmp_path / "r.json"
+    argv = cluster_load(two_workers.address, server.port, out, 1.5)
+    proc = subprocess.run([*argv, "--rate", "400", "--idle", "3"], capture_output=True, text=True,
+                          timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    slots = data["open_loop"]
+    assert slots["offered_rps"] == 400.0 and slots["due"] > 0
+    assert slots["due"] == slots["answered"] + slots["late"] + slots["refused"]
+    assert data["connections"]["idle"] == data["connections"]["idle_open_at_end"] == 3
+    assert sorted(h["idle"] for h in data["hosts"]) == [1, 2]
+    assert data["latency_us_uncorrected"] is not None
 
 
 def test_a_lost_host_is_named_and_the_run_ends(start_server: ServerFactory, tmp_path: Path) -> None:
