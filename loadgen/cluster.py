@@ -29,6 +29,7 @@ The load generator is reached through one function, :func:`run_share`, which bui
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import multiprocessing
 import sys
 import time
@@ -84,6 +85,8 @@ class Host:
 
     name: str
     address: str
+    # The worker's own IP address, as the scheduler sees it.
+    ip: str = ""
 
 
 def parse_cluster(text: str) -> tuple[str, ...] | str:
@@ -144,8 +147,28 @@ def list_hosts(client: distributed.Client, cluster: str) -> list[Host]:
         # Unnamed workers (and SSHCluster's, numbered 0, 1, ...) are named by their host.
         if not isinstance(name, str) or not name or name == address:
             name = str(info.get("host", address))
-        hosts.append(Host(name, address))
+        hosts.append(Host(name, address, str(info.get("host", ""))))
     return hosts
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_reachable_target(config: LoadConfig, hosts: Sequence[Host]) -> None:
+    """A loopback ``--host`` names each client host itself, not the server, unless every
+    client host is this machine (workers on loopback)."""
+    remote = [h.name for h in hosts if not is_loopback(h.ip)]
+    if is_loopback(config.host) and remote:
+        raise UsageError(
+            f"--host {config.host} is loopback, which on host(s) {', '.join(remote)} is that "
+            "host itself: with --cluster give the server's address as the client hosts reach it"
+        )
 
 
 def measure_clocks(client: distributed.Client, hosts: Sequence[Host]) -> dict[str, HostClock]:
@@ -353,6 +376,7 @@ def run_cluster_load(
     max_skew_ns = round(max_skew_ms * 1e6)
     with connect(cluster) as client:
         hosts = list_hosts(client, cluster)
+        check_reachable_target(config, hosts)
         clocks = measure_clocks(client, hosts)
         skew = check_skew(hosts, clocks, max_skew_ns)
         run = _Run(client, hosts, config)

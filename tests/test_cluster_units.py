@@ -72,6 +72,20 @@ def test_connections_and_rates_split_evenly_over_hosts() -> None:
         host_shares(config, 6)
 
 
+def test_a_loopback_server_address_is_refused_when_client_hosts_are_remote() -> None:
+    require_distributed()
+    from loadgen.cluster import Host, check_reachable_target
+
+    remote = [Host("client1", "tcp://198.18.0.2:1", "198.18.0.2"),
+              Host("client2", "tcp://127.0.0.1:2", "127.0.0.1")]  # fmt: skip
+    with pytest.raises(UsageError, match=r"--host 127\.0\.0\.1 is loopback.* client1 is"):
+        check_reachable_target(LoadConfig(port=1, host="127.0.0.1"), remote)
+    with pytest.raises(UsageError, match="--host localhost is loopback"):
+        check_reachable_target(LoadConfig(port=1, host="localhost"), remote)
+    check_reachable_target(LoadConfig(port=1, host="198.18.0.1"), remote)
+    check_reachable_target(LoadConfig(port=1, host="127.0.0.1"), remote[1:])
+
+
 def test_clock_skew_over_the_tolerance_is_refused_naming_both_hosts() -> None:
     require_distributed()
     from loadgen.cluster import Host, check_skew
