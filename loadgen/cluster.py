@@ -305,8 +305,8 @@ class _Run:
                     self._abort(host, exc)
             for address in self.gone(list(self.hosts)):
                 self.call_off()
-                raise RunError(f"host {self.hosts[address].name} ({address}) left the cluster "
-                               "before the start")  # fmt: skip
+                raise RunError(f"host {self.hosts[address].name} ({address}): lost before the "
+                               "start: its Dask worker left the cluster")  # fmt: skip
             if time.monotonic_ns() > deadline_ns:
                 late = ", ".join(h.name for h in self.hosts.values() if h.name not in ready)
                 self.call_off()

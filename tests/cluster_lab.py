@@ -26,7 +26,6 @@ from tests.conftest import require_available
 
 ROOT = Path(__file__).resolve().parent.parent
 NETNS_LAB = ROOT / "scripts" / "netns-lab.sh"
-TCP_ESTABLISHED = "01"  # st column of /proc/net/tcp (include/net/tcp_states.h)
 START_TIMEOUT_S = 90.0
 
 
@@ -36,25 +35,18 @@ def require_distributed() -> None:
     require_available("muxlab[cluster] (Dask distributed)", reason)
 
 
-def established(port: int, netns: str | None = None) -> int:
-    """Established TCP sockets whose local port is ``port``: the server's side of each
-    connection, read from /proc/net/tcp (proc(5)) in ``netns`` or in ours."""
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    table = subprocess.run([*prefix, "cat", "/proc/net/tcp"], capture_output=True, text=True,
-                           check=True, timeout=30).stdout  # fmt: skip
-    count = 0
-    for line in table.splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == TCP_ESTABLISHED:
-            count += 1
-    return count
-
-
-def wait_established(port: int, count: int, timeout_s: float, netns: str | None = None) -> None:
+def wait_for_line(proc: subprocess.Popen[str], expected: str, timeout_s: float) -> None:
+    """Read ``proc``'s stdout until the line ``expected``; fail at EOF or ``timeout_s``."""
+    assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
-    while established(port, netns) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} connections to port {port}"
-        time.sleep(0.2)
+    while True:
+        left_s = deadline - time.monotonic()
+        assert left_s > 0, f"no {expected!r} line within {timeout_s} s"
+        if select.select([proc.stdout], [], [], left_s)[0]:
+            line = proc.stdout.readline()
+            assert line, f"stdout ended before a {expected!r} line"
+            if line.rstrip("\n") == expected:
+                return
 
 
 @dataclass

@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from tests.cluster_lab import LocalDask, local_dask, require_distributed, wait_established
+from loadgen.cli import PHASE_LINE
+from tests.cluster_lab import LocalDask, local_dask, require_distributed, wait_for_line
 from tests.conftest import ServerFactory
 
+PHASE_MEASURE = PHASE_LINE.format("measure")
 pytestmark = pytest.mark.timeout(300)
 CONNECTIONS = 4
 
@@ -93,13 +94,11 @@ def test_a_lost_host_is_named_and_the_run_ends(start_server: ServerFactory, tmp_
     server = start_server("epoll-lt", "echo")
     out = tmp_path / "r.json"
     with local_dask(tmp_path, ["client1", "client2"]) as dask:
-        argv = cluster_load(dask.address, server.port, out, 8.0)
+        argv = [*cluster_load(dask.address, server.port, out, 8.0), "--phase-lines"]
         load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            # Every connection open: both hosts ramped; the window opens within a second
-            # (start lead 0.5 s + warm-up 0.5 s), so two seconds later it is mid-run.
-            wait_established(server.port, CONNECTIONS, timeout_s=180)
-            time.sleep(2.0)
+            # The window is open on both hosts when client2's worker dies.
+            wait_for_line(load, PHASE_MEASURE, timeout_s=240)
             dask.kill("client2")
             # client1 measures to the end of its window; client2 must not be waited for.
             stdout, stderr = load.communicate(timeout=120)

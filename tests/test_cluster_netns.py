@@ -14,21 +14,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from loadgen.cli import PHASE_LINE
 from tests.cluster_lab import (
     netns_lab,
     require_distributed,
     require_netns,
     serve_in_netns,
-    wait_established,
+    wait_for_line,
 )
 
+PHASE_MEASURE = PHASE_LINE.format("measure")
 pytestmark = pytest.mark.timeout(600)
 SERVER = "198.18.0.1"
 PORT = 7000
@@ -100,13 +101,11 @@ def test_two_client_hosts_merge_to_the_sum_with_zero_errors(lab: Lab, tmp_path: 
 def test_a_client_host_killed_mid_run_is_named(lab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     with serve_in_netns(lab.server_ns, SERVER, PORT):
-        load = subprocess.Popen(lab.load_argv(out, 8.0), stdout=subprocess.PIPE,
+        load = subprocess.Popen([*lab.load_argv(out, 8.0), "--phase-lines"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
-            # Both hosts ramped; the window opens within a second, so 2 s later it is
-            # mid-run when client2's worker dies.
-            wait_established(PORT, CONNECTIONS, timeout_s=240, netns=lab.server_ns)
-            time.sleep(2.0)
+            # The window is open on both hosts when client2's worker dies.
+            wait_for_line(load, PHASE_MEASURE, timeout_s=240)
             os.kill(lab.worker_pid("client2"), signal.SIGKILL)
             stdout, stderr = load.communicate(timeout=180)
         finally:
