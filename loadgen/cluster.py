@@ -34,6 +34,7 @@ import multiprocessing
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -148,7 +149,10 @@ def list_hosts(client: distributed.Client, cluster: str) -> list[Host]:
         if not isinstance(name, str) or not name or name == address:
             name = str(info.get("host", address))
         hosts.append(Host(name, address, str(info.get("host", ""))))
-    return hosts
+    # A name identifies a host in the ready queue and in every message: two workers on one
+    # machine get their address as their name.
+    counts = Counter(h.name for h in hosts)
+    return [replace(h, name=h.address) if counts[h.name] > 1 else h for h in hosts]
 
 
 def is_loopback(host: str) -> bool:
@@ -281,6 +285,8 @@ class _Run:
             )  # fmt: skip
 
     def call_off(self) -> None:
+        # Best effort, on the way out of a failed run: a scheduler that is gone too must not
+        # hide the error being reported; hosts that never read it time out on their own.
         with contextlib.suppress(Exception):
             self.start.set(CALLED_OFF)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hdrh.histogram import HdrHistogram
@@ -167,3 +168,33 @@ def test_cluster_without_dask_is_one_line_saying_how_to_install(
         'pip install "muxlab[cluster]"'
     ]
     assert not out.exists()
+
+
+class SchedulerWithWorkers:
+    """What list_hosts reads of a Dask client: the scheduler's worker table."""
+
+    def __init__(self, workers: dict[str, dict[str, object]]) -> None:
+        self.workers = workers
+
+    def scheduler_info(self, n_workers: int) -> dict[str, object]:
+        return {"workers": self.workers}
+
+
+def test_hosts_are_named_by_worker_name_else_host_and_never_twice() -> None:
+    require_distributed()
+    from loadgen.cluster import Host, list_hosts
+
+    client: Any = SchedulerWithWorkers({
+        "tcp://10.0.0.1:1": {"name": "client1", "host": "10.0.0.1"},
+        "tcp://10.0.0.2:1": {"name": 0, "host": "10.0.0.2"},
+        "tcp://10.0.0.3:1": {"name": 1, "host": "10.0.0.3"},
+        "tcp://10.0.0.3:2": {"name": 2, "host": "10.0.0.3"},
+    })  # fmt: skip
+    assert list_hosts(client, "tcp://s:1") == [
+        Host("client1", "tcp://10.0.0.1:1", "10.0.0.1"),
+        Host("10.0.0.2", "tcp://10.0.0.2:1", "10.0.0.2"),
+        Host("tcp://10.0.0.3:1", "tcp://10.0.0.3:1", "10.0.0.3"),
+        Host("tcp://10.0.0.3:2", "tcp://10.0.0.3:2", "10.0.0.3"),
+    ]
+    with pytest.raises(SetupError, match="has no workers"):
+        list_hosts(SchedulerWithWorkers({}), "tcp://s:1")  # type: ignore[arg-type]
