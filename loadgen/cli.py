@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from loadgen import cluster_cli
 from loadgen.config import DEFAULT_CONNECT_RATE_CPS, LOAD_PROTOCOLS
 from loadgen.options import config_from_args
 from loadgen.phase_lines import Phase, phase_line
@@ -112,6 +113,7 @@ def add_parser(subparsers: Subparsers) -> None:
     add("--phase-lines", action="store_true",
         help=f"print '{phase_line('measure')}' and '{phase_line('end')}' on stdout "
         "as the measurement window opens and closes")  # fmt: skip
+    cluster_cli.add_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -130,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.json is not None:
         check_output_path(args.json)
+    if args.cluster is not None:
+        return cluster_cli.run(args, config)
     show_progress = not args.quiet and sys.stderr.isatty()
 
     def on_phase(phase: Phase) -> None:

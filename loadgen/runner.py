@@ -61,6 +61,9 @@ WORKER_FAILED = "worker_failed"
 WORKER_NOT_READY = "worker_not_ready"
 
 PhaseCallback = Callable[[Phase], None]
+# Called once every worker has opened its connections; returns the ``time.monotonic_ns()``
+# at which the warm-up starts. Several hosts agree on one moment through it (loadgen.cluster).
+StartGate = Callable[[], int]
 
 
 @dataclass(frozen=True)
@@ -305,10 +308,12 @@ def run_load(
     config: LoadConfig,
     on_phase: PhaseCallback | None = None,
     on_progress: ProgressCallback | None = None,
+    start_gate: StartGate | None = None,
 ) -> LoadResult:
     """Run one load test; raises :class:`~muxlab.errors.MuxlabError` before starting if it
     cannot work. ``on_phase("measure")``/``on_phase("end")`` are called as the measurement
-    window opens and closes; ``on_progress`` about twice a second."""
+    window opens and closes; ``on_progress`` about twice a second; ``start_gate``, when
+    given, chooses the moment the warm-up starts (default: as soon as all are ready)."""
     config = resolve(config)
     target = preflight(config)
     env = environment()
@@ -326,9 +331,8 @@ def run_load(
             while session.waiting_for_ready() and time.monotonic_ns() < ready_deadline:
                 session.receive(0.1)
             session.stop_unready()
-            phases = Phases.starting_at(
-                time.monotonic_ns() + GO_LEAD_NS, config.warmup_s, config.duration_s
-            )
+            start_ns = start_gate() if start_gate else time.monotonic_ns() + GO_LEAD_NS
+            phases = Phases.starting_at(start_ns, config.warmup_s, config.duration_s)
             session.send_all(Go(phases))
             follower = _Follower(session, phases, on_phase, on_progress)
             follower.follow(phases.end_ns + round((config.timeout_s + REPORT_ALLOWANCE_S) * 1e9))

@@ -2,7 +2,8 @@
 # Set up muxlab in a fresh clone: the Debian tools it drives (wrk, nginx, strace, and gcc
 # for the C companion demo) when
 # root or sudo is available, and a virtual environment in .venv holding muxlab, its
-# dependencies and the test tools. Safe to run again.
+# dependencies, the test tools and the cluster extra (Dask, for muxlab load --cluster).
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,5 +42,5 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[dev,cluster]'
 echo "setup: ready; run .venv/bin/muxlab --help"
