@@ -145,10 +145,14 @@ def test_slots_of_reset_connections_are_refused(stub_server: StubFactory) -> Non
     assert_every_slot_accounted(result)
     slots = result.open_loop
     assert slots is not None
-    # Every connection reset in the warm-up (4 x 10 replies at 1000/s): all the window's
-    # slots found no connection.
+    # Every connection resets after 10 replies (4 x 10 at 1000/s, within the warm-up when
+    # the client keeps its schedule): no slot of the window is answered. A slot sent to a
+    # connection before its reset was read (a client running behind on a busy machine) is
+    # late, not refused; every other one found no connection.
     assert result.errors == {"reset": 4}
-    assert slots.refused == slots.due
+    assert slots.answered == 0
+    assert slots.refused + slots.late == slots.due
+    assert slots.refused > 0
     assert result.exit_status == EXIT_ERRORS  # errors win over overloaded
 
 
