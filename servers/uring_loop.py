@@ -94,9 +94,17 @@ from servers.uring.ring import BufferRing, Ring, bytes_address
 
 log = logging.getLogger("muxlab.server")
 
-# user_data = serial << 3 | operation. Serial 0 is the server's own requests.
+# user_data = (serial << 16 | generation) << 3 | operation. Serial 0 is the server's own
+# requests. The generation tells a connection's receive requests apart: a cancelled one
+# still posts CQEs (its last data, then -ECANCELED) after the next one is armed, and its
+# end must not be taken for the new one's (that armed a second receive on the socket at
+# every pause and resume; under a hostile soak they piled up until each io_uring_enter
+# took ~80 us and normal clients stalled). Sends and accepts keep generation 0.
 _OP_BITS = 3
 _OP_MASK = 7
+_GEN_BITS = 16
+_GEN_MASK = (1 << _GEN_BITS) - 1
+_ID_SHIFT = _OP_BITS + _GEN_BITS
 _RECV = 1
 _SEND = 2
 _ACCEPT = 3
@@ -124,7 +132,8 @@ class Conn:
 
     __slots__ = (
         "buf", "buf_addr", "closed", "eof", "fd", "feed", "held", "id", "mark_ns", "mark_seq",
-        "out", "out_bytes", "paused", "recv_armed", "send_off", "sending", "session",
+        "out", "out_bytes", "paused", "recv_armed", "recv_data", "send_off", "sending",
+        "session",
         "sock",
     )  # fmt: skip
 
@@ -139,6 +148,8 @@ class Conn:
         self.sending: bytes | None = None
         self.send_off = 0
         self.recv_armed = False
+        # user_data of the receive armed last (its generation is this connection's now).
+        self.recv_data = 0
         # Received after reading was paused, fed to the protocol when it resumes.
         self.held: deque[bytes] = deque()
         self.buf: bytearray | None = None  # the single-shot receive's buffer (old kernels)
@@ -207,11 +218,11 @@ class UringServer(ServerLifecycle[Conn]):
             counters.events += len(cqes)
             for user_data, res, flags in cqes:
                 op = user_data & _OP_MASK
-                conn = conns.get(user_data >> _OP_BITS)
+                conn = conns.get(user_data >> _ID_SHIFT)
                 if conn is not None:
                     try:
                         if op == _RECV:
-                            on_recv(conn, res, flags)
+                            on_recv(conn, res, flags, user_data)
                         elif op == _SEND:
                             on_sent(conn, res)
                     except Exception as exc:
@@ -241,7 +252,9 @@ class UringServer(ServerLifecycle[Conn]):
     # -- receiving -----------------------------------------------------------------------
 
     def _arm_recv(self, conn: Conn) -> None:
-        user_data = conn.id << _OP_BITS | _RECV
+        gen = (conn.recv_data >> _OP_BITS) + 1 & _GEN_MASK
+        user_data = (conn.id << _GEN_BITS | gen) << _OP_BITS | _RECV
+        conn.recv_data = user_data
         if self._buffers is not None:
             self._ring.prep(abi.IORING_OP_RECV, conn.fd, user_data,
                             sqe_flags=abi.IOSQE_BUFFER_SELECT, ioprio=abi.IORING_RECV_MULTISHOT,
@@ -254,11 +267,14 @@ class UringServer(ServerLifecycle[Conn]):
                             length=len(conn.buf))  # fmt: skip
         conn.recv_armed = True
 
-    def _on_recv(self, conn: Conn, res: int, flags: int) -> None:
+    def _on_recv(self, conn: Conn, res: int, flags: int, user_data: int) -> None:
         # The request path: data, protocol, reply. One function for the same reason as
-        # servers/loop.py's _on_readable.
+        # servers/loop.py's _on_readable. A CQE of an earlier receive (cancelled, see
+        # _GEN_BITS) still carries bytes read from the socket, in order: they are used;
+        # only its end says nothing about the receive armed now.
         counters = self.counters
-        if not flags & _F_MORE:
+        current = user_data == conn.recv_data
+        if not flags & _F_MORE and current:
             conn.recv_armed = False
         if res > 0:
             counters.reads += 1
@@ -281,6 +297,8 @@ class UringServer(ServerLifecycle[Conn]):
         else:
             if flags & _F_BUFFER and self._buffers is not None:
                 self._buffers.give_back(flags >> _BUFFER_SHIFT)
+            if not current:
+                return  # the end of a receive cancelled earlier
             err = -res
             if err == errno.ECANCELED and (conn.paused or conn.eof):
                 return  # ours: backpressure or EOF stopped it
@@ -319,7 +337,7 @@ class UringServer(ServerLifecycle[Conn]):
 
     def _stop_reading(self, conn: Conn) -> None:
         if conn.recv_armed:
-            self._cancel(conn.id << _OP_BITS | _RECV)
+            self._cancel(conn.recv_data)
             conn.recv_armed = False
 
     def _cancel(self, target: int) -> None:
@@ -397,7 +415,7 @@ class UringServer(ServerLifecycle[Conn]):
         self._ring.prep(
             _OP_SEND,
             conn.fd,
-            conn.id << _OP_BITS | _SEND,
+            conn.id << _ID_SHIFT | _SEND,
             bytes_address(data) + offset,
             len(data) - offset,
             _MSG_NOSIGNAL,
@@ -528,9 +546,9 @@ class UringServer(ServerLifecycle[Conn]):
         if conn.recv_armed:
             self._stop_reading(conn)
             if conn.buf is not None:
-                self._orphans[conn.id << _OP_BITS | _RECV] = conn.buf
+                self._orphans[conn.recv_data] = conn.buf
         if conn.sending is not None:
-            target = conn.id << _OP_BITS | _SEND
+            target = conn.id << _ID_SHIFT | _SEND
             self._cancel(target)
             self._orphans[target] = conn.sending
         conn.sock.close()
