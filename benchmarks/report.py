@@ -63,6 +63,7 @@ CHART_TITLES = {
     "herd": "thundering herd against workers",
     "cores": "throughput and CPU against workers",
 }
+CROSS_CHARTS = {"syscalls": "system calls per request"}
 
 
 # -- reading the points ----------------------------------------------------------------
@@ -488,6 +489,10 @@ def figures(data: dict[str, Any], charts_link: str, charts_dir: Path) -> list[st
         name = experiment["name"]
         if (charts_dir / f"{name}.png").exists():
             title = CHART_TITLES.get(experiment["kind"], experiment["kind"])
+            links.append(f"[{name}]({charts_link}/{name}.png) ({title})")
+    # Charts drawn across experiments rather than for one (benchmarks/charts_syscalls.py).
+    for name, title in CROSS_CHARTS.items():
+        if (charts_dir / f"{name}.png").exists():
             links.append(f"[{name}]({charts_link}/{name}.png) ({title})")
     return ["Charts: " + ", ".join(links) + "."] if links else []
 
