@@ -27,9 +27,9 @@ sleeps until at least one CQE is posted; everything else is memory traffic.
   from where it stopped.
 - Every SQE's ``user_data`` is the connection's serial number (never reused, so a CQE
   for a connection that has closed, and whose descriptor may have been reused, finds
-  no connection and is dropped: the generation check) and the operation. A
-  cancellation that finds its target busy (``EALREADY``) is retried; one that lands on
-  a receive armed again meanwhile (after a pause ended) is answered by arming it again.
+  no connection and is dropped), a generation for receives (each receive request is
+  told from the connection's earlier ones) and the operation. A cancellation that
+  finds its target busy (``EALREADY``) is retried.
 - Closing a connection cancels its armed receive and in-flight send
   (``IORING_OP_ASYNC_CANCEL`` by ``user_data``) and closes the socket; buffers the
   kernel may still write or read are kept alive until their CQE arrives.
@@ -42,7 +42,10 @@ isolation, the wake-up pair, the ready line, counters line and SIGUSR1 snapshot 
 the same :class:`ServerConfig` and ``on_snapshot``). Where it must differ, and why:
 
 - Backpressure stops reading by cancelling the armed receive (there is no interest
-  mask to change) and resumes by arming a new one. A multishot receive may already have
+  mask to change) and resumes by arming a new one, but not before the cancelled one's
+  final CQE has come: a cancelled receive may still complete with data, into the 5.15
+  path's per-connection buffer, so a connection has at most one receive in flight,
+  ever (``tests/test_uring_dispatch.py``). A multishot receive may already have
   posted more CQEs by then (the kernel receives up to 32 buffers per wake-up before it
   yields); their bytes are held, unparsed, and fed to the protocol on resume, so queued
   output keeps the readiness loop's bound (high water plus one read) and the input held
@@ -96,10 +99,12 @@ log = logging.getLogger("muxlab.server")
 
 # user_data = (serial << 16 | generation) << 3 | operation. Serial 0 is the server's own
 # requests. The generation tells a connection's receive requests apart: a cancelled one
-# still posts CQEs (its last data, then -ECANCELED) after the next one is armed, and its
-# end must not be taken for the new one's (that armed a second receive on the socket at
-# every pause and resume; under a hostile soak they piled up until each io_uring_enter
-# took ~80 us and normal clients stalled). Sends and accepts keep generation 0.
+# still posts CQEs (its last data, then -ECANCELED), and its end must never be taken for
+# a later one's (before fef48c7 it was, once a resume had armed the next: that armed a
+# second receive on the socket at every pause and resume; under a hostile soak they
+# piled up until each io_uring_enter took ~80 us and normal clients stalled). The next
+# receive now waits for that end (Conn.recv_ending); the generation keeps each CQE with
+# its own request all the same. Sends and accepts keep generation 0.
 _OP_BITS = 3
 _OP_MASK = 7
 _GEN_BITS = 16
@@ -132,9 +137,8 @@ class Conn:
 
     __slots__ = (
         "buf", "buf_addr", "closed", "eof", "fd", "feed", "held", "id", "mark_ns", "mark_seq",
-        "out", "out_bytes", "paused", "recv_armed", "recv_data", "send_off", "sending",
-        "session",
-        "sock",
+        "out", "out_bytes", "paused", "recv_armed", "recv_data", "recv_ending", "send_off",
+        "sending", "session", "sock",
     )  # fmt: skip
 
     def __init__(self, serial: int, sock: socket.socket, session: Session) -> None:
@@ -148,6 +152,9 @@ class Conn:
         self.sending: bytes | None = None
         self.send_off = 0
         self.recv_armed = False
+        # The receive armed last was cancelled and its final CQE has not come yet: no
+        # other is armed until it has (see _stop_reading).
+        self.recv_ending = False
         # user_data of the receive armed last (its generation is this connection's now).
         self.recv_data = 0
         # Received after reading was paused, fed to the protocol when it resumes.
@@ -281,6 +288,7 @@ class UringServer(ServerLifecycle[Conn]):
         current = user_data == conn.recv_data
         if not flags & _F_MORE and current:
             conn.recv_armed = False
+            conn.recv_ending = False
         if res > 0:
             counters.reads += 1
             counters.bytes_in += res
@@ -305,14 +313,14 @@ class UringServer(ServerLifecycle[Conn]):
             if not current:
                 return  # the end of a receive cancelled earlier
             err = -res
-            if err == errno.ECANCELED and (conn.paused or conn.eof):
-                return  # ours: backpressure or EOF stopped it
+            # ECANCELED is ours (backpressure or EOF stopped it): armed again below if
+            # reading resumed meanwhile.
             if err not in _RETRY and err != errno.ECANCELED:
                 self._close(conn, errno.errorcode.get(err, str(err)))
                 return
             if err == errno.ENOBUFS:
                 counters.errors["recv_ENOBUFS"] += 1
-        if not conn.recv_armed and not conn.paused and not conn.eof and not conn.closed:
+        if not (conn.recv_armed or conn.recv_ending or conn.paused or conn.eof or conn.closed):
             self._arm_recv(conn)
 
     def _feed(self, conn: Conn, data: bytes) -> None:
@@ -341,9 +349,15 @@ class UringServer(ServerLifecycle[Conn]):
             self._close(conn)
 
     def _stop_reading(self, conn: Conn) -> None:
+        # A cancelled receive may still complete, with data, in its buffer: the next is
+        # armed only once its final CQE has come (_on_recv), so a connection never has two
+        # receives in flight. Two would share the 5.15 path's one buffer (the late one
+        # overwriting what the other read) and, on any path, could take the stream's bytes
+        # in turns.
         if conn.recv_armed:
             self._cancel(conn.recv_data)
             conn.recv_armed = False
+            conn.recv_ending = True
 
     def _cancel(self, target: int) -> None:
         """Cancel the request whose user_data is ``target`` (``IORING_OP_ASYNC_CANCEL``)."""
@@ -381,7 +395,7 @@ class UringServer(ServerLifecycle[Conn]):
         held = conn.held
         while held and not conn.paused and not conn.closed:
             self._feed(conn, held.popleft())
-        if not conn.recv_armed and not conn.paused and not conn.eof and not conn.closed:
+        if not (conn.recv_armed or conn.recv_ending or conn.paused or conn.eof or conn.closed):
             self._arm_recv(conn)
 
     def _resume_after_total_output(self) -> None:
@@ -548,9 +562,11 @@ class UringServer(ServerLifecycle[Conn]):
         del self._conns[conn.id]
         conn.out.clear()
         self._forget(conn, error)
-        if conn.recv_armed:
+        if conn.recv_armed or conn.recv_ending:
             self._stop_reading(conn)
             if conn.buf is not None:
+                # The kernel may still write into it (even a cancelled receive, until
+                # its final CQE): kept alive until then (_on_stale).
                 self._orphans[conn.recv_data] = conn.buf
         if conn.sending is not None:
             target = conn.id << _ID_SHIFT | _SEND

@@ -46,6 +46,8 @@ class Harness:
     sqes: list[tuple[int, int, int]] = field(default_factory=list)  # opcode, fd, user_data
     clients: list[socket.socket] = field(default_factory=list)
     ended: dict[int, int] = field(default_factory=dict)  # fd -> final receive CQEs fed
+    # fd -> the most receives it had in flight after any batch of CQEs was handled
+    peak: dict[int, int] = field(default_factory=dict)
 
     def prep(self, opcode: int, fd: int, user_data: int, *args: int, **kwargs: int) -> None:
         self.sqes.append((opcode, fd, user_data))
@@ -75,6 +77,8 @@ class Harness:
                     self.ended[fd] = self.ended.get(fd, 0) + 1
                     break
         self.server._dispatch(list(cqes))
+        for conn in self.server._conns.values():
+            self.peak[conn.fd] = max(self.peak.get(conn.fd, 0), self.in_flight(conn))
 
     def received(self, conn: Conn, data: bytes, *, last: bool = False) -> tuple[int, int, int]:
         """The CQE of ``conn``'s current receive having read ``data``, which is put where
@@ -153,3 +157,43 @@ def test_a_stale_end_then_the_current_receives_end_arms_exactly_one(harness: Har
     harness.feed((harness.recvs(a)[-1], -errno.ENOBUFS, 0))  # the buffers ran out: re-armed
     assert len(harness.recvs(a)) == count + 1
     assert a.recv_armed and harness.in_flight(a) == 1
+
+
+def test_no_receive_is_armed_until_the_cancelled_one_has_ended(harness: Harness) -> None:
+    """A cancelled receive may still complete, with data, into the 5.15 path's one buffer
+    per connection: resuming arms nothing until its final CQE has come."""
+    a, b, cancelled = pause_both_under_the_total_output_bound(harness)
+    assert not a.recv_armed and a.recv_ending  # resumed, but waiting for that end
+    assert harness.recvs(a)[-1] == cancelled
+    harness.feed((cancelled, -errno.ECANCELED, 0))
+    assert a.recv_armed and not a.recv_ending
+    assert harness.peak[a.fd] == 1 and harness.peak[b.fd] == 1
+
+
+def test_a_cancelled_receives_late_data_is_echoed_then_the_next_is_armed(
+    harness: Harness,
+) -> None:
+    """The cancellation lost the race: the receive completed with data. The bytes are
+    the stream's next ones, echoed whole, and only then is the next receive armed."""
+    a, _, cancelled = pause_both_under_the_total_output_bound(harness)
+    count = len(harness.recvs(a))
+    harness.feed(harness.received_by(a, cancelled, b"late bytes", last=True))
+    assert a.sending == b"late bytes"
+    assert len(harness.recvs(a)) == count + 1 and a.recv_armed
+    assert harness.peak[a.fd] == 1
+
+
+def test_a_connection_closed_while_its_receive_is_ending_keeps_the_buffer_alive(
+    harness: Harness,
+) -> None:
+    """Until the cancelled receive's final CQE, the kernel may write into its buffer: a
+    connection closed meanwhile leaves it with the server, which drops it at that CQE."""
+    a, _, cancelled = pause_both_under_the_total_output_bound(harness)
+    buffer = a.buf
+    harness.server._close(a)
+    if buffer is None:  # provided buffers belong to the buffer ring, not to the connection
+        assert cancelled not in harness.server._orphans
+        return
+    assert harness.server._orphans[cancelled] is buffer
+    harness.feed((cancelled, -errno.ECANCELED, 0))
+    assert cancelled not in harness.server._orphans

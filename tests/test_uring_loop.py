@@ -80,6 +80,59 @@ def test_old_kernel_path_bounds_a_client_that_never_reads(start_server: ServerFa
     hog.close()
 
 
+@pytest.mark.parametrize("env", [None, OLD_KERNEL], ids=["multishot", "5.15"])
+def test_clients_that_stop_and_resume_reading_get_their_bytes_back_exactly(
+    start_server: ServerFactory, env: dict[str, str] | None
+) -> None:
+    """Under a small total output bound every connection with output is paused (its
+    armed receive cancelled) and resumed, over and over; a cancelled receive that still
+    completes must neither lose, reorder nor overwrite bytes (on 5.15 every receive of a
+    connection reads into the same buffer)."""
+    server = start_server(
+        "io_uring", "echo", env=env,
+        extra_args=["--max-output-bytes", "131072", "--high-water", "65536",
+                    "--low-water", "16384"],
+    )  # fmt: skip
+    clients = [small_receive_buffer_client(server.address) for _ in range(3)]
+    # More than the server's socket send buffer can absorb (tcp_wmem's autotuned 4 MiB):
+    # the rest queues in the server, past the bound.
+    payloads = [os.urandom(8_000_000 + i) for i in range(len(clients))]
+    senders = [
+        threading.Thread(target=sock.sendall, args=(payload,))
+        for sock, payload in zip(clients, payloads, strict=True)
+    ]
+    try:
+        for sender in senders:
+            sender.start()
+        # Nobody reads until the bound has paused the server's reading (bounded wait).
+        deadline = time.monotonic() + 20
+        while server.counters()["output_pauses"] == 0:
+            assert time.monotonic() < deadline, "the total output bound never paused reading"
+            time.sleep(0.05)
+        # Then the clients read, one after the other: each read resumes, each burst of
+        # echoes past the bound pauses again.
+        for sock, payload in zip(clients, payloads, strict=True):
+            assert recv_exactly(sock, len(payload)) == payload
+    finally:
+        for sock in clients:
+            sock.close()
+        for sender in senders:
+            sender.join(20)
+    counters = server.counters()
+    assert counters["output_pauses"] >= len(clients)
+    assert counters["errors"] == {}
+
+
+def small_receive_buffer_client(address: tuple[str, int]) -> socket.socket:
+    """A client whose receive buffer is not autotuned up to megabytes (set before
+    connecting, ``tcp(7)``), so what it does not read queues in the server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.settimeout(20)
+    sock.connect(address)
+    return sock
+
+
 def test_one_enter_per_loop_turn_counts_every_completion(start_server: ServerFactory) -> None:
     server = start_server("io_uring", "echo")
     with socket.create_connection(server.address, timeout=10) as sock:
