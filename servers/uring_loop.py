@@ -93,7 +93,8 @@ from servers.lifecycle import (
 )
 from servers.protocols import Session, SessionFactory
 from servers.uring import abi
-from servers.uring.ring import BufferRing, Ring, bytes_address
+from servers.uring.buffers import BufferRing, bytes_address
+from servers.uring.ring import Ring
 
 log = logging.getLogger("muxlab.server")
 

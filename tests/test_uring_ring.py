@@ -16,7 +16,8 @@ import pytest
 from servers.backends import READ
 from servers.backends.uring_backend import UringPollBackend
 from servers.uring import abi
-from servers.uring.ring import BufferRing, Ring, bytes_address, unavailable_reason
+from servers.uring.buffers import BufferRing, bytes_address
+from servers.uring.ring import Ring, unavailable_reason
 from tests.conftest import require_available
 
 F_MORE = abi.IORING_CQE_F_MORE

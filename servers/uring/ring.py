@@ -34,16 +34,9 @@ completion is a 16-byte CQE (``user_data`` copied from the SQE, ``res`` the resu
 ``-errno``, ``flags``); the program reads them and moves the CQ head. Reading the CQ
 costs no system call at all.
 
-Kernel coverage. The floor is 5.15 (the oldest long-term kernel current distributions
-ship: Ubuntu 22.04, Debian 12 has 6.1, RHEL 9 5.14 with io_uring backports). Newer
-features are used only where the kernel has them, decided once per ring (see
-:class:`Capabilities`): ``IORING_SETUP_SINGLE_ISSUER`` (6.0) and
-``IORING_SETUP_DEFER_TASKRUN`` (6.1) by trying ``io_uring_setup`` with them and
-retrying without on ``EINVAL``; provided-buffer rings (5.19) by trying
-``IORING_REGISTER_PBUF_RING``; opcodes by ``IORING_REGISTER_PROBE``; multishot recv
-(6.0), which no probe reports, by the kernel release.
-``MUXLAB_URING_KERNEL=5.15`` makes the binding behave as on that release (tests use it
-to run the fallback paths on a new kernel).
+Kernel coverage (5.15 and later, newer features where the kernel has them) and the
+system calls themselves are in :mod:`servers.uring.syscalls`; the provided-buffer
+ring and payload addresses in :mod:`servers.uring.buffers`.
 
 Memory ordering. The kernel's side of the rings uses acquire/release operations
 (``smp_load_acquire`` of the SQ tail, ``smp_store_release`` of the CQ tail); Python
@@ -82,98 +75,26 @@ import functools
 import mmap
 import os
 import platform
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from servers.uring import abi
+from servers.uring.syscalls import (
+    GETEVENTS_ARGSZ,
+    MIN_KERNEL,
+    NO_ARGSZ,
+    Capabilities,
+    RingError,
+    check,
+    enter_call,
+    kernel_release,
+    register_call,
+    setup,
+)
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _syscall_function(*argtypes: type[ctypes.c_long]) -> Callable[..., int]:
-    """``syscall(2)`` with one prototype per use: it is variadic and reads every argument
-    as a ``long``, so each is declared ``c_long`` (a Python int passed without a
-    prototype is a 32-bit ``int``, and the upper half of the register is garbage)."""
-    function = _libc["syscall"]  # indexing makes a new function object, ours to type
-    function.restype = ctypes.c_long
-    function.argtypes = (ctypes.c_long, *argtypes)
-    typed: Callable[..., int] = function
-    return typed
-
-
-_L = ctypes.c_long
-_setup_call = _syscall_function(_L, _L)
-_register_call = _syscall_function(_L, _L, _L, _L)
-# io_uring_enter is the hot call, and declared argument types cost about 1 us per call
-# here (each c_long conversion is a Python-level from_param): it is called untyped. Its
-# int arguments are below 2**31 and travel in registers, which libffi fills whole
-# (ffi64.c and the arm64 port sign-extend a SINT32); its pointer is a ctypes array or
-# None (NULL). The seventh argument of syscall(2) goes on the stack on x86-64, where an
-# untyped int fills only 4 of the slot's 8 bytes (the kernel then saw a garbage argsz
-# and said EINVAL), so it is always a ready-made c_long.
-_enter_call = _libc["syscall"]
-_enter_call.restype = ctypes.c_long
-_NO_ARGSZ = ctypes.c_long(0)
-_GETEVENTS_ARGSZ = ctypes.c_long(abi.GETEVENTS_ARG.size)
-
-# The oldest kernel the binding supports, and the releases that added what it uses.
-MIN_KERNEL = (5, 15)
-MULTISHOT_RECV_KERNEL = (6, 0)
-SINGLE_ISSUER_KERNEL = (6, 0)
-DEFER_TASKRUN_KERNEL = (6, 1)
-BUFFER_RING_KERNEL = (5, 19)
 # Architectures whose memory model keeps loads in order and stores after earlier loads
 # (see "Memory ordering" above): there, a kernel without DEFER_TASKRUN is fine too.
 _TSO_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686"})
-_KERNEL_OVERRIDE_ENV = "MUXLAB_URING_KERNEL"
-
-
-class RingError(OSError):
-    """A system call on the ring failed."""
-
-
-def _check(ret: int, what: str) -> int:
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise RingError(err, f"{what}: {errno.errorcode.get(err, err)} ({os.strerror(err)})")
-    return ret
-
-
-def kernel_release() -> tuple[int, int]:
-    """The kernel's (major, minor), or the one ``MUXLAB_URING_KERNEL`` pretends to be."""
-    text = os.environ.get(_KERNEL_OVERRIDE_ENV) or platform.release()
-    parts = text.split("-", 1)[0].split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (IndexError, ValueError):
-        return (0, 0)
-
-
-def pretended_kernel() -> bool:
-    return bool(os.environ.get(_KERNEL_OVERRIDE_ENV))
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What this ring may use, decided once when it is set up."""
-
-    kernel: tuple[int, int]
-    setup_flags: int
-    features: int
-    ops: frozenset[int]
-
-    @property
-    def multishot_recv(self) -> bool:
-        return self.kernel >= MULTISHOT_RECV_KERNEL
-
-    @property
-    def buffer_ring(self) -> bool:
-        return self.kernel >= BUFFER_RING_KERNEL
-
-    @property
-    def defer_taskrun(self) -> bool:
-        return bool(self.setup_flags & abi.IORING_SETUP_DEFER_TASKRUN)
 
 
 @dataclass(slots=True)
@@ -194,27 +115,6 @@ class _Counts(Protocol):
     uring_cqes: int
 
 
-def _setup(entries: int, cq_entries: int, flags: int) -> tuple[int, tuple[int, ...]]:
-    params = bytearray(abi.PARAMS.size)
-    abi.PARAMS.pack_into(params, 0, 0, cq_entries, flags, *([0] * 25))
-    buf = (ctypes.c_char * len(params)).from_buffer(params)
-    fd = _setup_call(abi.SYS_IO_URING_SETUP, entries, ctypes.addressof(buf))
-    del buf  # release the export so ``params`` can be read
-    _check(fd, "io_uring_setup")
-    return fd, abi.PARAMS.unpack(params)
-
-
-def _preferred_setup_flags(kernel: tuple[int, int]) -> int:
-    flags = abi.IORING_SETUP_CQSIZE | abi.IORING_SETUP_CLAMP
-    if kernel >= SINGLE_ISSUER_KERNEL:
-        # The single issuer is the task that enables the rings; starting disabled lets a
-        # server be built in one thread and run in another (the in-process tests do).
-        flags |= abi.IORING_SETUP_SINGLE_ISSUER | abi.IORING_SETUP_R_DISABLED
-    if kernel >= DEFER_TASKRUN_KERNEL:
-        flags |= abi.IORING_SETUP_DEFER_TASKRUN
-    return flags
-
-
 class Ring:
     """An io_uring instance used from one thread (``IORING_SETUP_SINGLE_ISSUER``)."""
 
@@ -222,18 +122,7 @@ class Ring:
         self, sq_entries: int = 1024, cq_entries: int = 8192, counts: _Counts | None = None
     ) -> None:
         kernel = kernel_release()
-        flags = _preferred_setup_flags(kernel)
-        while True:
-            try:
-                fd, params = _setup(sq_entries, cq_entries, flags)
-                break
-            except RingError as exc:
-                # A kernel that predates a flag says EINVAL: drop the newest and retry.
-                if exc.errno != errno.EINVAL or not flags & _OPTIONAL_SETUP_FLAGS:
-                    raise
-                flags &= ~_highest_bit(flags & _OPTIONAL_SETUP_FLAGS)
-                if not flags & abi.IORING_SETUP_SINGLE_ISSUER:
-                    flags &= ~abi.IORING_SETUP_R_DISABLED
+        fd, params, flags = setup(sq_entries, cq_entries, kernel)
         self.fd = fd
         self.counts: _Counts = counts if counts is not None else EnterCounts()
         self._maps: list[mmap.mmap] = []
@@ -312,8 +201,8 @@ class Ring:
 
     def register(self, opcode: int, arg: int, nr_args: int, what: str) -> int:
         """``io_uring_register(2)``; raises :class:`RingError` naming ``what``."""
-        return _check(
-            _register_call(abi.SYS_IO_URING_REGISTER, self.fd, opcode, arg, nr_args),
+        return check(
+            register_call(abi.SYS_IO_URING_REGISTER, self.fd, opcode, arg, nr_args),
             f"io_uring_register({what})",
         )
 
@@ -358,7 +247,7 @@ class Ring:
             self._sq_tail_word[0] = self._sq_tail  # publish: see "Memory ordering"
         flags = abi.IORING_ENTER_GETEVENTS
         argp: ctypes.Array[ctypes.c_char] | None = None
-        argsz = _NO_ARGSZ
+        argsz = NO_ARGSZ
         if timeout_s == 0.0:
             min_complete = 0
         elif timeout_s is not None and min_complete:
@@ -366,8 +255,8 @@ class Ring:
             whole = int(timeout_s)
             abi.TIMESPEC.pack_into(timespec, 0, whole, int((timeout_s - whole) * 1e9))
             flags |= abi.IORING_ENTER_EXT_ARG
-            argsz = _GETEVENTS_ARGSZ
-        ret = _enter_call(abi.SYS_IO_URING_ENTER, self.fd, to_submit, min_complete, flags,
+            argsz = GETEVENTS_ARGSZ
+        ret = enter_call(abi.SYS_IO_URING_ENTER, self.fd, to_submit, min_complete, flags,
                           argp, argsz)  # fmt: skip
         counts = self.counts
         counts.uring_enters += 1
@@ -418,103 +307,6 @@ class Ring:
 
 _iter_cqes = abi.CQE.iter_unpack
 _WAIT_ENDED = frozenset({errno.EINTR, errno.ETIME, errno.EBUSY, errno.EAGAIN})
-_OPTIONAL_SETUP_FLAGS = abi.IORING_SETUP_SINGLE_ISSUER | abi.IORING_SETUP_DEFER_TASKRUN
-
-
-def _highest_bit(value: int) -> int:
-    return 1 << (value.bit_length() - 1)
-
-
-class BufferRing:
-    """A provided-buffer ring (5.19, ``io_uring_register_buf_ring(3)``): ``count``
-    buffers of ``size`` bytes the kernel picks from for each receive, so a connection
-    holds no buffer while it waits. The CQE says which (``IORING_CQE_F_BUFFER``, id in
-    the upper 16 bits of ``flags``); the program copies the bytes out and gives the
-    buffer back by writing its entry and moving the ring's tail."""
-
-    def __init__(self, ring: Ring, group: int, count: int, size: int) -> None:
-        if count & (count - 1) or not 1 <= count <= 32768:
-            raise ValueError("a buffer ring holds a power of two of buffers, at most 32768")
-        self.group = group
-        self.size = size
-        self._mask = count - 1
-        # Anonymous mappings are page-aligned, as the kernel requires of the ring; pages
-        # of the buffer area are only backed by memory once a receive writes to them.
-        self._entries_map = mmap.mmap(-1, count * abi.BUF_SIZE)
-        self._buffers_map = mmap.mmap(-1, count * size)
-        self.buffers = memoryview(self._buffers_map)
-        self._entries = memoryview(self._entries_map)
-        self._tail_word = self._entries[
-            abi.BUF_RING_TAIL_OFFSET : abi.BUF_RING_TAIL_OFFSET + 2
-        ].cast("H")
-        self._entries_addr = _address_of(self._entries_map)
-        self._buffers_addr = _address_of(self._buffers_map)
-        reg = ctypes.create_string_buffer(abi.BUF_REG.size)
-        abi.BUF_REG.pack_into(reg, 0, self._entries_addr, count, group, 0, 0, 0, 0)
-        self._tail = 0
-        try:
-            ring.register(abi.IORING_REGISTER_PBUF_RING, ctypes.addressof(reg), 1, "pbuf ring")
-        except BaseException:
-            self.close()
-            raise
-        self._ring = ring
-        for bid in range(count):
-            self.give_back(bid)
-
-    def take(self, bid: int, length: int) -> bytes:
-        """The ``length`` bytes a receive put in buffer ``bid``; the buffer is returned."""
-        start = bid * self.size
-        data = self.buffers[start : start + length].tobytes()
-        self.give_back(bid)
-        return data
-
-    def give_back(self, bid: int) -> None:
-        slot = self._tail & self._mask
-        abi.BUF_ENTRY.pack_into(self._entries, slot * abi.BUF_SIZE,
-                                self._buffers_addr + bid * self.size, self.size, bid)  # fmt: skip
-        self._tail = (self._tail + 1) & 0xFFFF
-        self._tail_word[0] = self._tail  # after the entry: see "Memory ordering"
-
-    def close(self) -> None:
-        for view in ("_tail_word", "buffers", "_entries"):
-            if hasattr(self, view):
-                getattr(self, view).release()
-        self._entries_map.close()
-        self._buffers_map.close()
-
-
-def _address_of(buffer: mmap.mmap) -> int:
-    """The address of a writable buffer, for the kernel; the export ends at once."""
-    view = (ctypes.c_char * 1).from_buffer(buffer)
-    address = ctypes.addressof(view)
-    del view
-    return address
-
-
-def _bytes_address_by_ctypes(data: bytes) -> int:
-    address = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
-    return address or 0
-
-
-# CPython keeps a bytes object's payload inline, at a fixed offset from the object
-# (``ob_sval`` in ``PyBytesObject``, after the header and the cached hash); ``id()`` is
-# the object's address. That offset is checked against ctypes once, at import: where it
-# does not hold (another Python), the slower ctypes path is used.
-_BYTES_OFFSET = bytes.__basicsize__ - 1
-_probe_bytes = b"muxlab io_uring offset probe"
-
-
-def _bytes_address_by_offset(data: bytes) -> int:
-    return id(data) + _BYTES_OFFSET
-
-
-bytes_address = (
-    _bytes_address_by_offset
-    if _bytes_address_by_offset(_probe_bytes) == _bytes_address_by_ctypes(_probe_bytes)
-    else _bytes_address_by_ctypes
-)
-"""The address of a ``bytes`` object's payload; the caller keeps the object alive until
-the kernel is done with it (its CQE arrived)."""
 
 
 @functools.cache
@@ -563,14 +355,4 @@ def _disabled_detail() -> str:
     return "a seccomp filter or a security module refuses it"
 
 
-__all__ = [
-    "BufferRing",
-    "Capabilities",
-    "EnterCounts",
-    "Ring",
-    "RingError",
-    "bytes_address",
-    "kernel_release",
-    "pretended_kernel",
-    "unavailable_reason",
-]
+__all__ = ["EnterCounts", "Ring", "unavailable_reason"]
