@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from servers import uring_loop
+from servers import uring_connection
 from servers.lifecycle import ServerConfig
 from servers.uring import abi
 from servers.uring.ring import unavailable_reason
-from servers.uring_loop import Conn, UringServer
+from servers.uring_connection import Conn
+from servers.uring_loop import UringServer
 from tests.conftest import require_available
 
 F_MORE = abi.IORING_CQE_F_MORE
@@ -58,7 +59,7 @@ class Harness:
         self.clients.append(socket.create_connection(self.server.address, timeout=10))
         accepted, _ = self.server.listener.accept()
         before = set(self.server._conns)
-        self.feed((uring_loop._ACCEPT, accepted.detach(), 0))
+        self.feed((uring_connection.ACCEPT, accepted.detach(), 0))
         [serial] = set(self.server._conns) - before
         return self.server._conns[serial]
 
