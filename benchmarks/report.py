@@ -33,6 +33,7 @@ from benchmarks.stats import (
     ratio_text,
     verdict,
 )
+from benchmarks.summary import SHORT_READ, SHORT_READ_GOAL, LtEt, ltet_points
 from muxlab.atomic import write_text_atomic
 from muxlab.errors import UsageError
 from muxlab.goals import Goal
@@ -206,49 +207,42 @@ def ceiling_line(data: dict[str, Any], impl: str) -> list[str]:
     return [line + "."]
 
 
-def ltet_point(data: dict[str, Any]) -> dict[str, Any] | None:
-    """The LT/ET comparison point: the ltet experiment's most connections, at the headline
-    message size if it was measured, else at its largest one."""
-    ltet = [e for e in data["plan"]["experiments"] if e["kind"] == "ltet"]
-    if not ltet:
-        return None
-    sizes = ltet[0]["msg_bytes"]
-    size = RATIO_MSG_BYTES if RATIO_MSG_BYTES in sizes else max(sizes)
-    return {
-        "protocol": "echo",
-        "idle": 0,
-        "connections": max(ltet[0]["connections"]),
-        "msg_bytes": size,
-    }
-
-
-def ltet_pair() -> tuple[str, str] | None:
-    """The LT/ET experiment's level- and edge-triggered mechanisms: the first of each in
-    the registry's order."""
-    ltet = [e for e in registry.entries() if e.roles.ltet]
-    level = [e.name for e in ltet if not e.edge_triggered]
-    edge = [e.name for e in ltet if e.edge_triggered]
-    return (level[0], edge[0]) if level and edge else None
-
-
 def ltet_headline(data: dict[str, Any]) -> list[str]:
-    spec = ltet_point(data)
-    pair = ltet_pair()
-    if spec is None or pair is None:
+    """LT against ET strict, then, where the run has it, ET short-read against both (the
+    points and ratios are :mod:`benchmarks.summary`'s)."""
+    found = ltet_points(data)
+    if found is None:
         return []
-    lt = grid_record(data, impl=pair[0], **spec)
-    et = grid_record(data, impl=pair[1], **spec)
+    spec, lt, et = found.spec, found.lt, found.strict
     eagain = [median_text(values(r, "reads_eagain_per_request"), "", 2) for r in (et, lt)]
-    cpu = ratio_if_defined(values(et, "cpu_us_per_request"), values(lt, "cpu_us_per_request"))
+    cpu = found.strict_over_lt()
     if "-" in eagain or cpu is None:
         return []
-    return [
+    line = (
         f"Edge- against level-triggered epoll ({number(spec['connections'])} connections, "
         f"{number(spec['msg_bytes'])} B echo): EAGAIN reads per request {eagain[0]} (ET) "
         f"against {eagain[1]} (LT); server CPU per request "
         f"{median_text(values(et, 'cpu_us_per_request'), ' us', 2)} against "
-        f"{median_text(values(lt, 'cpu_us_per_request'), ' us', 2)}, ET/LT {ratio_text(cpu)}."
-    ]
+        f"{median_text(values(lt, 'cpu_us_per_request'), ' us', 2)}, ET/LT {ratio_text(cpu)}"
+    )
+    return [line + short_read_clause(found) + "."]
+
+
+def short_read_clause(found: LtEt) -> str:
+    """``; with --et-drain short-read: ...`` when the run measured that point."""
+    short = found.short_read
+    to_lt = found.short_read_over_lt()
+    to_strict = found.short_read_over_strict()
+    if short is None or to_lt is None or to_strict is None:
+        return ""
+    judged = f" {judge(SHORT_READ_GOAL, to_lt)} (goal {goal_markdown(SHORT_READ_GOAL)})"
+    return (
+        f"; with `--et-drain {SHORT_READ}`: EAGAIN reads per request "
+        f"{median_text(values(short, 'reads_eagain_per_request'), '', 2)}, server CPU per "
+        f"request {median_text(values(short, 'cpu_us_per_request'), ' us', 2)}, "
+        f"short-read/LT {ratio_text(to_lt)}{judged}, short-read/strict "
+        f"{ratio_text(to_strict)}"
+    )
 
 
 def capacity_headline(data: dict[str, Any]) -> list[str]:

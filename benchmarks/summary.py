@@ -4,7 +4,11 @@
     same backend's 0-idle throughput (epoll should stay near 1, poll should collapse);
 (b) server CPU per request of each epoll backend over uvloop's, at 100 and 1000
     connections with 1 KiB echo messages;
-(c) the same over asyncio's protocol and streams servers.
+(c) the same over asyncio's protocol and streams servers;
+(d) the LT/ET experiment: server CPU per request of epoll-et with each drain rule
+    (``--et-drain strict`` and ``short-read``) over epoll-lt, and short-read over strict,
+    at the experiment's most connections and the headline message size. Issue 11's goal
+    for short-read is to cost no more than LT (:data:`SHORT_READ_GOAL`).
 Which implementations enter each ratio, and the goal each is judged against, are their
 roles in the implementation registry (:class:`servers.registry.SweepRoles`).
 Every ratio is a ratio of medians over the valid repeats, with a percentile-bootstrap 95%
@@ -16,11 +20,12 @@ points (no valid repeat) are listed, and are in no median and no ratio.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.experiments import IDLE_ACTIVE_CONNECTIONS, RATIO_CONNECTIONS, RATIO_MSG_BYTES
 from benchmarks.results import valid_runs
-from benchmarks.stats import RESAMPLES, Ratio, ratio_of_medians, verdict
+from benchmarks.stats import RESAMPLES, Ratio, ratio_if_defined, ratio_of_medians, verdict
 from muxlab.goals import Goal
 from servers import registry
 
@@ -205,6 +210,130 @@ def cpu_ratios(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+# Issue 11, item 6: "epoll-et short-read <= epoll-lt" in server CPU per request.
+SHORT_READ_GOAL = Goal("<=", 1.0)
+# An epoll-et point's drain rule: the plain point drains to EAGAIN ("strict"); the
+# short-read variant carries et_drain (benchmarks/experiments.py). Results files older
+# than the drain rules have no et_drain at all: strict.
+STRICT = "strict"
+SHORT_READ = "short-read"
+
+
+def ltet_spec(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The LT/ET comparison point: the ltet experiment's most connections, at the headline
+    message size if it was measured, else at its largest one."""
+    ltet = [e for e in data["plan"]["experiments"] if e["kind"] == "ltet"]
+    if not ltet:
+        return None
+    sizes = ltet[0]["msg_bytes"]
+    size = RATIO_MSG_BYTES if RATIO_MSG_BYTES in sizes else max(sizes)
+    return {
+        "protocol": "echo",
+        "idle": 0,
+        "connections": max(ltet[0]["connections"]),
+        "msg_bytes": size,
+    }
+
+
+def ltet_pair() -> tuple[str, str] | None:
+    """The LT/ET experiment's level- and edge-triggered mechanisms: the first of each in
+    the registry's order."""
+    ltet = [e for e in registry.entries() if e.roles.ltet]
+    level = [e.name for e in ltet if not e.edge_triggered]
+    edge = [e.name for e in ltet if e.edge_triggered]
+    return (level[0], edge[0]) if level and edge else None
+
+
+def drain_record(
+    data: dict[str, Any], impl: str, drain: str | None, spec: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The done or failed point of ``impl`` at ``spec`` with this drain rule (``None``: a
+    backend without one); ``strict`` is the plain point."""
+    wanted = None if drain == STRICT else drain
+    for record in data["points"]:
+        own = record["spec"]
+        if (
+            own["impl"] == impl
+            and own.get("et_drain") == wanted
+            and all(own[k] == v for k, v in spec.items())
+            and record["status"] in ("done", "failed")
+        ):
+            found: dict[str, Any] = record
+            return found
+    return None
+
+
+@dataclass(frozen=True)
+class LtEt:
+    """The LT/ET comparison's points: level-triggered, and edge-triggered with each drain
+    rule (a point the run lacks is ``None``)."""
+
+    spec: dict[str, Any]
+    level: str
+    edge: str
+    lt: dict[str, Any] | None
+    strict: dict[str, Any] | None
+    short_read: dict[str, Any] | None
+
+    def cpu(self, record: dict[str, Any] | None) -> list[float]:
+        return samples(record, "cpu_us_per_request")
+
+    def strict_over_lt(self) -> Ratio | None:
+        return ratio_if_defined(self.cpu(self.strict), self.cpu(self.lt))
+
+    def short_read_over_lt(self) -> Ratio | None:
+        return ratio_if_defined(self.cpu(self.short_read), self.cpu(self.lt))
+
+    def short_read_over_strict(self) -> Ratio | None:
+        return ratio_if_defined(self.cpu(self.short_read), self.cpu(self.strict))
+
+    def cpu_ratios(self) -> list[tuple[str, Ratio, Goal | None]]:
+        """(label, ratio of server CPU per request, goal) for strict / LT, short-read /
+        LT and short-read / strict, each where both points have valid repeats."""
+        found = [
+            (f"{self.edge} {STRICT} / {self.level}", self.strict_over_lt(), None),
+            (
+                f"{self.edge} {SHORT_READ} / {self.level}",
+                self.short_read_over_lt(),
+                SHORT_READ_GOAL,
+            ),
+            (f"{self.edge} {SHORT_READ} / {STRICT}", self.short_read_over_strict(), None),
+        ]
+        return [(label, ratio, goal) for label, ratio, goal in found if ratio is not None]
+
+
+def ltet_points(data: dict[str, Any]) -> LtEt | None:
+    spec = ltet_spec(data)
+    pair = ltet_pair()
+    if spec is None or pair is None:
+        return None
+    level, edge = pair
+    return LtEt(
+        spec,
+        level,
+        edge,
+        drain_record(data, level, None, spec),
+        drain_record(data, edge, STRICT, spec),
+        drain_record(data, edge, SHORT_READ, spec),
+    )
+
+
+def ltet_ratios(data: dict[str, Any]) -> list[str]:
+    found = ltet_points(data)
+    if found is None:
+        return []
+    spec = found.spec
+    lines = [
+        f"(d) LT/ET, server CPU per request ({spec['connections']} conns, {spec['msg_bytes']} B "
+        "echo; < 1 means the first is cheaper):"
+    ]
+    ratios = found.cpu_ratios()
+    lines += [f"    {label:<32} {format_ratio(ratio, goal)}" for label, ratio, goal in ratios]
+    if not ratios:
+        lines.append("    n/a (the ltet points were not measured in this run)")
+    return lines
+
+
 def failed_points(data: dict[str, Any]) -> list[str]:
     failed = [r for r in data["points"] if r["status"] == "failed"]
     if not failed:
@@ -231,6 +360,7 @@ def format_report(data: dict[str, Any]) -> str:
         RATIO_NOTE,
         *idle_ratios(data),
         *cpu_ratios(data),
+        *ltet_ratios(data),
         *failed_points(data),
     ]
     for section in (format_capacity(data), format_latency(data)):
