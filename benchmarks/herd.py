@@ -40,8 +40,8 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from benchmarks.chart_helpers import finish
 from benchmarks.experiments import ExperimentSpec, ScalingSpec, SweepPlan
-from benchmarks.plot import finish
 from benchmarks.results import ResultsFile
 from benchmarks.sweep import SweepConfig
 from servers import registry
