@@ -1,0 +1,206 @@
+"""The headline of the README's results section: the results in words, each sentence
+with its numbers from the results file (ratios with their bootstrap 95% intervals)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import capacity
+from benchmarks.experiments import IDLE_ACTIVE_CONNECTIONS, RATIO_MSG_BYTES
+from benchmarks.report_points import (
+    grid_record,
+    matching,
+    median_text,
+    number,
+    syscalls_per_request,
+    values,
+)
+from benchmarks.stats import (
+    CONFIDENCE,
+    Ratio,
+    ratio_if_defined,
+    ratio_text,
+)
+from servers import registry
+
+IDLE_BASE = {
+    "protocol": "echo",
+    "connections": IDLE_ACTIVE_CONNECTIONS,
+    "msg_bytes": RATIO_MSG_BYTES,
+}
+
+
+def idle_points(
+    data: dict[str, Any], backend: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """A backend's point at 0 idle and its measured (done or failed) points with idle > 0."""
+    base = grid_record(data, impl=backend, idle=0, **IDLE_BASE)
+    loaded = [
+        r
+        for r in matching(data, impl=backend, **IDLE_BASE)
+        if r["spec"]["idle"] > 0 and r["status"] in ("done", "failed")
+    ]
+    return base, loaded
+
+
+def idle_ratio(data: dict[str, Any], backend: str) -> tuple[int, Ratio] | None:
+    """Throughput kept at the most idle connections measured: (idle, ratio to 0 idle)."""
+    base, loaded = idle_points(data, backend)
+    if base is None or not loaded:
+        return None
+    top = max(loaded, key=lambda r: r["spec"]["idle"])
+    ratio = ratio_if_defined(values(top, "rps"), values(base, "rps"))
+    return None if ratio is None else (top["spec"]["idle"], ratio)
+
+
+def idle_headline(data: dict[str, Any]) -> list[str]:
+    """Ratio (a) of every mechanism without a descriptor ceiling (a ceiling is
+    :func:`ceiling_headline`'s)."""
+    kept = []
+    for entry in registry.entries():
+        if not entry.roles.idle_ratio or entry.fd_ceiling is not None:
+            continue
+        backend = entry.name
+        found = idle_ratio(data, backend)
+        if found is not None:
+            kept.append(f"{backend} {ratio_text(found[1])} at {number(found[0])} idle")
+    if not kept:
+        return []
+    return [
+        f"Throughput kept with idle connections beside {IDLE_ACTIVE_CONNECTIONS} active ones "
+        f"(ratio to 0 idle, {CONFIDENCE:.0%} interval): " + "; ".join(kept) + "."
+    ]
+
+
+def ceiling_headline(data: dict[str, Any]) -> list[str]:
+    """Each mechanism with a descriptor ceiling (select's FD_SETSIZE): its highest measured
+    idle point, and the points it could not hold."""
+    return [
+        line
+        for entry in registry.entries()
+        if entry.roles.idle_ratio and entry.fd_ceiling is not None
+        for line in ceiling_line(data, entry.name)
+    ]
+
+
+def ceiling_line(data: dict[str, Any], impl: str) -> list[str]:
+    _, loaded = idle_points(data, impl)
+    measured = [r["spec"]["idle"] for r in loaded if r["status"] == "done"]
+    if not measured:
+        return []
+    line = (
+        f"{impl} was measured up to {number(max(measured))} idle connections (beside "
+        f"{IDLE_ACTIVE_CONNECTIONS} active)"
+    )
+    skipped = [r for r in matching(data, impl=impl) if r["status"] == "skipped"]
+    if skipped:
+        # The reason of the smallest skipped idle point says where the ceiling is.
+        first = min(skipped, key=lambda r: (r["spec"]["idle"] == 0, r["spec"]["idle"]))
+        line += f"; {len(skipped)} points past its ceiling were skipped ({first['reason']})"
+    return [line + "."]
+
+
+def ltet_point(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The LT/ET comparison point: the ltet experiment's most connections, at the headline
+    message size if it was measured, else at its largest one."""
+    ltet = [e for e in data["plan"]["experiments"] if e["kind"] == "ltet"]
+    if not ltet:
+        return None
+    sizes = ltet[0]["msg_bytes"]
+    size = RATIO_MSG_BYTES if RATIO_MSG_BYTES in sizes else max(sizes)
+    return {
+        "protocol": "echo",
+        "idle": 0,
+        "connections": max(ltet[0]["connections"]),
+        "msg_bytes": size,
+    }
+
+
+def ltet_pair() -> tuple[str, str] | None:
+    """The LT/ET experiment's level- and edge-triggered mechanisms: the first of each in
+    the registry's order."""
+    ltet = [e for e in registry.entries() if e.roles.ltet]
+    level = [e.name for e in ltet if not e.edge_triggered]
+    edge = [e.name for e in ltet if e.edge_triggered]
+    return (level[0], edge[0]) if level and edge else None
+
+
+def ltet_headline(data: dict[str, Any]) -> list[str]:
+    spec = ltet_point(data)
+    pair = ltet_pair()
+    if spec is None or pair is None:
+        return []
+    lt = grid_record(data, impl=pair[0], **spec)
+    et = grid_record(data, impl=pair[1], **spec)
+    eagain = [median_text(values(r, "reads_eagain_per_request"), "", 2) for r in (et, lt)]
+    cpu = ratio_if_defined(values(et, "cpu_us_per_request"), values(lt, "cpu_us_per_request"))
+    if "-" in eagain or cpu is None:
+        return []
+    return [
+        f"Edge- against level-triggered epoll ({number(spec['connections'])} connections, "
+        f"{number(spec['msg_bytes'])} B echo): EAGAIN reads per request {eagain[0]} (ET) "
+        f"against {eagain[1]} (LT); server CPU per request "
+        f"{median_text(values(et, 'cpu_us_per_request'), ' us', 2)} against "
+        f"{median_text(values(lt, 'cpu_us_per_request'), ' us', 2)}, ET/LT {ratio_text(cpu)}."
+    ]
+
+
+def capacity_headline(data: dict[str, Any]) -> list[str]:
+    ratios = [
+        f"{top} / {bottom} {ratio_text(ratio)}"
+        for top, bottom in capacity.ratio_pairs()
+        if (ratio := capacity.capacity_ratio(data, top, bottom, capacity.RATIO_COLD)) is not None
+    ]
+    if not ratios:
+        return []
+    return [
+        f"Capacity at {number(capacity.RATIO_COLD)} cold connections: " + "; ".join(ratios) + "."
+    ]
+
+
+def uring_headline(data: dict[str, Any]) -> list[str]:
+    """Each completion loop (io_uring) against the registry's baseline (epoll-lt)."""
+    baseline = registry.where(lambda r: r.uring_baseline)
+    if not baseline:
+        return []
+    return [
+        line
+        for loop in registry.names("completion loop")
+        for line in completion_line(data, loop, baseline[0])
+    ]
+
+
+def completion_line(data: dict[str, Any], loop: str, baseline: str) -> list[str]:
+    """``loop`` against ``baseline`` at the most connections where both were measured."""
+    pairs = []
+    for record in matching(data, impl=loop, protocol="echo", idle=0, msg_bytes=RATIO_MSG_BYTES):
+        spec = {k: v for k, v in record["spec"].items() if k != "impl"}
+        epoll = grid_record(data, impl=baseline, **spec)
+        if record["status"] == "done" and epoll is not None and epoll["status"] == "done":
+            pairs.append((record["spec"]["connections"], record, epoll))
+    if not pairs:
+        return []
+    conns, uring, epoll = max(pairs, key=lambda p: p[0])
+    cpu = ratio_if_defined(values(uring, "cpu_us_per_request"), values(epoll, "cpu_us_per_request"))
+    if cpu is None:
+        return []
+    line = (
+        f"{loop} against {baseline} ({number(conns)} connections, {number(RATIO_MSG_BYTES)} B "
+        f"echo): server CPU per request ratio {ratio_text(cpu)}"
+    )
+    calls = [median_text(syscalls_per_request(r), "", 2) for r in (uring, epoll)]
+    if "-" not in calls:
+        line += f"; system calls per request {calls[0]} against {calls[1]}"
+    return [line + "."]
+
+
+def headline(data: dict[str, Any]) -> list[str]:
+    """The results in words, each with its numbers from the file."""
+    lines = [
+        *idle_headline(data),
+        *ceiling_headline(data),
+        *ltet_headline(data),
+        *capacity_headline(data),
+        *uring_headline(data),
+    ]
+    return [f"- {line}" for line in lines]
