@@ -35,8 +35,6 @@ from benchmarks.chart_helpers import (
     Record,
     ceiling_label,
     draw_impl_series,
-    draw_series,
-    finish,
     finish_grid_chart,
     group_records,
     label_axes,
@@ -44,6 +42,8 @@ from benchmarks.chart_helpers import (
     size_ticks,
     variant_colour,
 )
+from benchmarks.chart_helpers import draw_series as draw_series  # re-exported: tests draw with it
+from benchmarks.chart_helpers import finish as finish  # re-exported: tests spy on it
 from benchmarks.results import read_results_json
 from muxlab.errors import UsageError
 from muxlab.fdbudget import SELECT_RESERVE

@@ -27,11 +27,11 @@ from benchmarks.report_points import (
     failed_text,
     goal_markdown,
     grid_record,
-    judge,
     metric_cell,
     number,
     values,
 )
+from benchmarks.report_points import judge as judge  # re-exported: the verdict rule
 from benchmarks.stats import (
     CONFIDENCE,
     RESAMPLES,
