@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from benchmarks import capacity, latency
-from benchmarks.plot import finish, plain_number, sparse_number
+from benchmarks.chart_helpers import draw_markers, finish, plain_number, sparse_number
 from servers import registry
 
 Record = dict[str, Any]
@@ -51,21 +51,6 @@ def style_axes(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
-def draw_points(
-    ax: Axes, xs: list[float], ys: list[float], hollow: list[bool], color: str, marker: str
-) -> None:
-    for x, y, empty in zip(xs, ys, hollow, strict=True):
-        ax.plot(
-            [x],
-            [y],
-            marker=marker,
-            color=color,
-            markersize=5,
-            markerfacecolor="white" if empty else color,
-            linestyle="none",
-        )
-
-
 def draw_search(
     top: Axes, bottom: Axes, search: Record, color: str, marker: str, label: bool
 ) -> None:
@@ -77,10 +62,10 @@ def draw_search(
     achieved = [s["achieved_rps"] for s in steps]
     p99 = [s["p99_us"] for s in steps]
     top.plot(xs, achieved, color=color, label=name)
-    draw_points(top, xs, achieved, hollow, color, marker)
+    draw_markers(top, xs, achieved, hollow, color, marker, size=5)
     bottom.plot(xs, p99, color=color, label=None if name is None else f"{name} p99")
     bottom.plot(xs, [s["p50_us"] for s in steps], color=color, linestyle="--", alpha=0.7)
-    draw_points(bottom, xs, p99, hollow, color, marker)
+    draw_markers(bottom, xs, p99, hollow, color, marker, size=5)
     knee = search["capacity_rps"]
     if knee is not None:
         at = next(s for s in steps if s["offered_rps"] == knee)
@@ -175,7 +160,7 @@ def chart_latency(data: dict[str, Any], name: str, out: Path) -> list[Path]:
                 label=impl,
             )
             marker = registry.style_of(impl).marker
-            draw_points(ax, xs, med, [r["client_bound"] for r in line], color, marker)
+            draw_markers(ax, xs, med, [r["client_bound"] for r in line], color, marker, size=5)
             over = [(x, m) for x, m, r in zip(xs, med, line, strict=True) if r["overloaded"]]
             if over:
                 ax.plot(*zip(*over, strict=True), marker="x", markersize=11, color=color, ls="none")

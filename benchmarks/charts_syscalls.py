@@ -17,20 +17,16 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from benchmarks.plot import (
-    CLOSED_LOOP,
-    CLOSED_LOOP_NOTE,
-    HOLLOW_NOTE,
+from benchmarks.chart_helpers import (
     LINESTYLES,
     MARKERS,
     byte_size,
     draw_series,
-    finish,
+    finish_grid_chart,
     group_records,
     label_axes,
-    machine_line,
+    size_ticks,
     variant_colour,
 )
 
@@ -97,9 +93,7 @@ def chart_syscalls(data: dict[str, Any], out_dir: Path) -> list[Path]:
     label_axes(size_ax, "message size (log 2)", METRIC, "against message size (ltet)")
     sizes = sorted({r["spec"]["msg_bytes"] for r in drawn_size})
     if sizes:
-        size_ax.set_xticks(sizes)
-        size_ax.xaxis.set_major_formatter(FuncFormatter(byte_size))
-        size_ax.xaxis.set_minor_formatter(NullFormatter())
+        size_ticks(size_ax, sizes)
     draw_panel(conns_ax, drawn_conns, "connections", "msg_bytes", byte_size)
     conns_ax.set_xscale("log")
     label_axes(conns_ax, "active connections (log)", METRIC, "against connections (echo)")
@@ -114,15 +108,12 @@ def chart_syscalls(data: dict[str, Any], out_dir: Path) -> list[Path]:
         if left_out
         else " Reference peers (asyncio, uvloop, nginx) count no system calls and have no line."
     )
-    caption = (
-        f"{CLOSED_LOOP_NOTE} System calls per request from the server's own counters over "
+    body = (
+        "System calls per request from the server's own counters over "
         "the window: for the readiness loop every wait, recv, send/sendmsg, accept and "
         "epoll_ctl (including the recv or send that returned EAGAIN); for io_uring, every "
         "io_uring_enter (the kernel does the receives and sends). A request that fits one "
         "recv costs LT a wait, a recv and a send; ET strict adds the EAGAIN recv; ET "
-        "short-read saves it; the completion loop batches a whole turn into one enter."
-        + peers
-        + f" {HOLLOW_NOTE}\n{machine_line(data)}"
+        "short-read saves it; the completion loop batches a whole turn into one enter." + peers
     )
-    title = f"system calls per request ({CLOSED_LOOP})"
-    return finish(fig, title, caption, out_dir, STEM)
+    return finish_grid_chart(fig, "system calls per request", body, data, out_dir, STEM)

@@ -28,7 +28,7 @@ resumed run measures only the missing ones); charts are drawn from there.
 from __future__ import annotations
 
 import functools
-import json
+import itertools
 import socket
 import struct
 import subprocess
@@ -40,10 +40,13 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from benchmarks.chart_helpers import finish
 from benchmarks.experiments import ExperimentSpec, ScalingSpec, SweepPlan
-from benchmarks.plot import finish
 from benchmarks.results import ResultsFile
 from benchmarks.sweep import SweepConfig
+from loadgen.child import LoadChildError, run_load_in_child
+from loadgen.config import LoadConfig
+from loadgen.phase_lines import Phase
 from servers import registry
 from servers.multiproc import exclusive_refusal
 from servers.process import ServerProcess, ServerProcessError
@@ -58,6 +61,8 @@ READY_TIMEOUT_S = 60.0
 SETTLE_S = 5.0  # how long the server may take to accept what the window connected
 # Fixed message size of the cores experiment, in bytes (as the idle experiment's default).
 CORES_MSG_BYTES = 1024
+# How long one cores cell's load generator may run, start and report included, in seconds.
+LOAD_DEADLINE_S = 120.0
 _RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}: close sends RST
 
 
@@ -159,25 +164,12 @@ def workers_of(counters: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_herd(results: ResultsFile, experiment: ExperimentSpec) -> None:
     spec = experiment.scaling or ScalingSpec()
-    for impl in experiment.impls:
-        for balance in spec.balances:
-            for workers in spec.workers:
-                key = herd_key(impl, balance, workers)
-                cell = {
-                    "key": key,
-                    "experiment": experiment.name,
-                    "impl": impl,
-                    "balance": balance,
-                    "workers": workers,
-                }
-                skip = exclusive_refusal(impl) if balance == "exclusive" else None
-                record(
-                    results,
-                    "herd",
-                    cell,
-                    skip,
-                    functools.partial(measure_herd, impl, balance, workers, spec),
-                )
+    for impl, balance, workers in itertools.product(experiment.impls, spec.balances, spec.workers):
+        key = herd_key(impl, balance, workers)
+        cell = scaling_cell(experiment, key, impl=impl, balance=balance, workers=workers)
+        skip = exclusive_refusal(impl) if balance == "exclusive" else None
+        measure = functools.partial(measure_herd, impl, balance, workers, spec)
+        record(results, "herd", cell, skip, measure)
 
 
 # -- cores ---------------------------------------------------------------------------------
@@ -193,54 +185,48 @@ def measure_cores(
         ServerProcess(impl, "echo", extra_args=args, ready_timeout_s=READY_TIMEOUT_S) as server,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        out = Path(tmp) / "load.json"
-        argv = [
-            *config.loadgen, "--port", str(server.port), "--connections", str(connections),
-            "--duration", str(spec.window_s), "--warmup", str(spec.warmup_s),
-            "--size", str(CORES_MSG_BYTES), "--json", str(out), "--quiet",
-        ]  # fmt: skip
-        if config.client_cpus:
-            argv += ["--cpus", ",".join(map(str, config.client_cpus))]
+        load = LoadConfig(port=server.port, host=server.address[0], connections=connections,
+                          duration_s=spec.window_s, warmup_s=spec.warmup_s,
+                          size_bytes=CORES_MSG_BYTES, cpus=config.client_cpus)  # fmt: skip
         before = server.counters()
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        child = run_load_in_child(load, Path(tmp) / "load.json", _no_phase,
+                                  deadline_s=LOAD_DEADLINE_S, command=config.loadgen)  # fmt: skip
         after = server.counters()
-        if done.returncode != 0 or not out.exists():
-            raise ServerProcessError(f"load generator exit {done.returncode}: {done.stderr[-300:]}")
-        load = json.loads(out.read_text())
+    if child.status != 0 or child.result is None:
+        raise ServerProcessError(f"load generator exit {child.status}: {child.stderr_tail}")
     cpu_s = sum(after[k] - before[k] for k in ("cpu_user_s", "cpu_system_s"))
     requests = (after["bytes_in"] - before["bytes_in"]) / CORES_MSG_BYTES
     return {
-        "rps": load["rps"],
-        "client_bound": load.get("client_bound", False),
+        "rps": child.result.rps,
+        "client_bound": child.result.client_bound,
         "server_cpu_s": cpu_s,
         "server_cpu_per_request_us": cpu_s / requests * 1e6 if requests else None,
-        "load_errors": load.get("errors", {}),
+        "load_errors": dict(child.result.errors),
     }
+
+
+def _no_phase(phase: Phase) -> None:
+    """The cores cell reads the server's counters around the whole run (warm-up included,
+    on both sides), not at the load generator's phase lines."""
 
 
 def run_cores(results: ResultsFile, experiment: ExperimentSpec, config: SweepConfig) -> None:
     spec = experiment.scaling or ScalingSpec()
-    for impl in experiment.impls:
-        for connections in experiment.connections:
-            for workers in spec.workers:
-                key = cores_key(impl, connections, workers)
-                cell = {
-                    "key": key,
-                    "experiment": experiment.name,
-                    "impl": impl,
-                    "connections": connections,
-                    "workers": workers,
-                }
-                record(
-                    results,
-                    "cores",
-                    cell,
-                    None,
-                    functools.partial(measure_cores, impl, connections, workers, spec, config),
-                )
+    for impl, connections, workers in itertools.product(
+        experiment.impls, experiment.connections, spec.workers
+    ):
+        key = cores_key(impl, connections, workers)
+        cell = scaling_cell(experiment, key, impl=impl, connections=connections, workers=workers)
+        measure = functools.partial(measure_cores, impl, connections, workers, spec, config)
+        record(results, "cores", cell, None, measure)
 
 
 # -- both ----------------------------------------------------------------------------------
+
+
+def scaling_cell(experiment: ExperimentSpec, key: str, **varies: Any) -> Record:
+    """A cell's identity in the results file: its key, its experiment, what varies."""
+    return {"key": key, "experiment": experiment.name, **varies}
 
 
 def record(
@@ -259,7 +245,7 @@ def record(
     else:
         try:
             records.append({**cell, "status": "done", "reason": None, **measure()})
-        except (ServerProcessError, OSError, subprocess.TimeoutExpired) as exc:
+        except (ServerProcessError, OSError, LoadChildError, subprocess.TimeoutExpired) as exc:
             records.append({**cell, "status": "failed", "reason": str(exc)[:300]})
     results.save()
 

@@ -12,23 +12,22 @@ memory growth, the normal clients' p99 and errors, and the server's errors by ki
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from loadgen.phase_lines import parse_phase_line
+from loadgen.child import run_load_in_child
+from loadgen.config import LoadConfig
+from loadgen.phase_lines import Phase
+from loadgen.result import LoadResult
 from servers.process import ServerProcess
 
 Address = tuple[str, int]
@@ -101,7 +100,12 @@ def never_reading(address: Address, stop: threading.Event, stats: Counter[str]) 
             _reset(sock)
 
 
-def reset_mid_message(address: Address, stop: threading.Event, stats: Counter[str]) -> None:
+def _connections(
+    address: Address, stop: threading.Event, pause_s: float = 0.01
+) -> Iterator[socket.socket]:
+    """One connection at a time, ``pause_s`` apart, until ``stop`` is set or
+    :data:`MAX_OPS_PER_BEHAVIOUR` attempts were made; a failed connect waits 50 ms and
+    counts as an attempt. The caller closes what it gets."""
     for _ in range(MAX_OPS_PER_BEHAVIOUR):
         if stop.is_set():
             return
@@ -109,57 +113,43 @@ def reset_mid_message(address: Address, stop: threading.Event, stats: Counter[st
         if sock is None:
             stop.wait(0.05)
             continue
+        yield sock
+        stop.wait(pause_s)
+
+
+def reset_mid_message(address: Address, stop: threading.Event, stats: Counter[str]) -> None:
+    for sock in _connections(address, stop):
         with contextlib.suppress(OSError):
             sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 30000)
         _reset(sock)
         stats["resets"] += 1
-        stop.wait(0.01)
 
 
 def half_close(address: Address, stop: threading.Event, stats: Counter[str]) -> None:
-    for _ in range(MAX_OPS_PER_BEHAVIOUR):
-        if stop.is_set():
-            return
-        sock = _connect(address)
-        if sock is None:
-            stop.wait(0.05)
-            continue
+    for sock in _connections(address, stop):
         with contextlib.suppress(OSError), sock:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HT")
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(65536):
                 pass
             stats["half_closes"] += 1
-        stop.wait(0.01)
 
 
 def garbage(address: Address, stop: threading.Event, stats: Counter[str]) -> None:
     rng = random.Random(9)
-    for _ in range(MAX_OPS_PER_BEHAVIOUR):
-        if stop.is_set():
-            return
-        sock = _connect(address)
-        if sock is None:
-            stop.wait(0.05)
-            continue
+    for sock in _connections(address, stop):
         with contextlib.suppress(OSError), sock:
             sock.sendall(rng.randbytes(rng.randint(1, 20000)))
             sock.settimeout(0.2)
             sock.recv(65536)
             stats["garbage"] += 1
-        stop.wait(0.01)
 
 
 def connect_close_storm(address: Address, stop: threading.Event, stats: Counter[str]) -> None:
-    for _ in range(MAX_OPS_PER_BEHAVIOUR):
-        if stop.is_set():
-            return
-        sock = _connect(address)
-        if sock is not None:
-            sock.close()
-            stats["connect_close"] += 1
-        # A storm, not a flood of the whole machine: about 1,000 connections per second.
-        stop.wait(0.001 if sock is not None else 0.05)
+    # A storm, not a flood of the whole machine: about 1,000 connections per second.
+    for sock in _connections(address, stop, pause_s=0.001):
+        sock.close()
+        stats["connect_close"] += 1
 
 
 def burst_past_cap(burst: int) -> Hostile:
@@ -235,33 +225,13 @@ def soak(
             for client in (hostile_clients(burst=200) if hostile else [])
         ]
         with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "load.json"
-            load_proc = subprocess.Popen(
-                [sys.executable, "-m", "muxlab", "load", "--port", str(server.port),
-                 "--protocol", "http", "--connections", str(connections),
-                 "--rate", str(rate), "--duration", str(duration_s), "--warmup", "0.5",
-                 "--timeout", "5", "--json", str(out), "--quiet", "--phase-lines"],
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
             try:
-                # The normal clients connect first: a cap that refused them would measure
-                # the cap, not the server's survival next to hostile clients.
-                assert load_proc.stdout is not None
-                for line in load_proc.stdout:
-                    if parse_phase_line(line) == "measure":
-                        break
-                for thread in threads:
-                    thread.start()
-                load_proc.communicate(timeout=duration_s + 120)
+                load = _normal_clients(server, duration_s, rate, connections, Path(tmp), threads)
             finally:
                 stop.set()
-                if load_proc.poll() is None:
-                    load_proc.kill()
-                load_proc.wait()
                 for thread in threads:
                     if thread.is_alive():
                         thread.join(timeout=30)
-            load: dict[str, Any] = json.loads(out.read_text())
         crashed = server.returncode is not None
         if not crashed:
             _wait_until_no_connections(server)
@@ -271,10 +241,36 @@ def soak(
     return SoakResult(
         backend=backend, hostile=hostile, duration_s=duration_s, crashed=crashed,
         fd_leak=fd_leak, rss_growth_kib=rss_growth,
-        normal_p99_us=int(load["latency_us"]["p99"]), normal_requests=int(load["requests_ok"]),
-        normal_errors=dict(load["errors"]), server_errors=dict(counters.get("errors", {})),
+        normal_p99_us=int(load.latency.p99), normal_requests=load.requests_ok,
+        normal_errors=dict(load.errors), server_errors=dict(counters.get("errors", {})),
         hostile_ops=dict(stats),
     )  # fmt: skip
+
+
+def _normal_clients(
+    server: ServerProcess,
+    duration_s: float,
+    rate: int,
+    connections: int,
+    tmp: Path,
+    hostile: list[threading.Thread],
+) -> LoadResult:
+    """``muxlab load`` in open loop against ``server``; the ``hostile`` threads start when
+    its measurement window opens. The normal clients connect first: a cap that refused
+    them would measure the cap, not the server's survival next to hostile clients."""
+    config = LoadConfig(port=server.port, host=server.address[0], protocol="http",
+                        connections=connections, rate_rps=float(rate), duration_s=duration_s,
+                        warmup_s=0.5, timeout_s=5.0)  # fmt: skip
+
+    def on_phase(phase: Phase) -> None:
+        if phase == "measure":
+            for thread in hostile:
+                thread.start()
+
+    child = run_load_in_child(config, tmp / "load.json", on_phase, deadline_s=duration_s + 120)
+    if child.result is None:
+        raise RuntimeError(f"muxlab load exited {child.status}: {child.stderr_tail}")
+    return child.result
 
 
 def _wait_until_no_connections(server: ServerProcess, timeout_s: float = 15.0) -> None:

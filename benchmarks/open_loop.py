@@ -9,9 +9,11 @@ the measurement (Banga and Mogul, USENIX 1998; Gammo, Brecht et al., OLS 2004).
 
 Each step reuses the sweep's run of one point (:func:`benchmarks.sweep.run_point_once`:
 server pinned and started, load generator pinned, counters at the phase lines, both
-reaped) and reads the load generator's result file, schema 2 (the ``open_loop`` object;
-docs/loadgen.md). A schema 1 file, which has no ``open_loop``, is read as offered = the
-rate asked for and achieved = ``rps``.
+reaped) and reads the load generator's result back as a typed
+:class:`~loadgen.result.LoadResult` (:func:`step_from_result`). :func:`step_from_load`
+reads a result file of any schema by its keys, for files the typed reader refuses: a
+schema 1 file, which has no ``open_loop``, is read as offered = the rate asked for and
+achieved = ``rps``.
 
 Results live beside the grid points in ``results.json``: ``capacity`` (one record per
 search, every step in it) and ``latency`` (one record per point, every repeat in it), each
@@ -34,6 +36,7 @@ from benchmarks.experiments import (
     ceiling_reason,
 )
 from benchmarks.results import ResultsFile, RunResult
+from loadgen.result import LoadResult
 
 if TYPE_CHECKING:
     from benchmarks.sweep import SweepConfig
@@ -90,13 +93,27 @@ class Step:
         return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
+def _with_run(run: RunResult, **measured: Any) -> Step:
+    """A step: what the load generator measured, and the sweep's record of the run."""
+    return Step(
+        **measured,
+        loadgen_status=run.loadgen_status,
+        loadgen_json=run.loadgen_json,
+        server_cpu_util=run.metrics.get("server_cpu_util"),
+        cpu_us_per_request=run.metrics.get("cpu_us_per_request"),
+        repeat=run.repeat,
+        started_at=run.started_at,
+    )
+
+
 def step_from_load(point: PointSpec, run: RunResult, load: dict[str, Any]) -> Step:
     """A step from the sweep's run record and the load generator's result file."""
     assert point.rate_rps is not None
     open_loop = load.get("open_loop") or {}
     latency = load["latency_us"]
     sent = open_loop.get("sent_rps")
-    return Step(
+    return _with_run(
+        run,
         offered_rps=float(open_loop.get("offered_rps", point.rate_rps)),
         achieved_rps=float(open_loop.get("achieved_rps", load["rps"])),
         sent_rps=None if sent is None else float(sent),
@@ -109,12 +126,27 @@ def step_from_load(point: PointSpec, run: RunResult, load: dict[str, Any]) -> St
         refused=open_loop.get("refused"),
         errors=sum(int(v) for v in load["errors"].values()),
         client_bound=bool(load.get("client_bound", run.client_bound)),
-        loadgen_status=run.loadgen_status,
-        loadgen_json=run.loadgen_json,
-        server_cpu_util=run.metrics.get("server_cpu_util"),
-        cpu_us_per_request=run.metrics.get("cpu_us_per_request"),
-        repeat=run.repeat,
-        started_at=run.started_at,
+    )
+
+
+def step_from_result(point: PointSpec, run: RunResult, load: LoadResult) -> Step:
+    """A step from the sweep's run record and the load generator's typed result."""
+    assert point.rate_rps is not None
+    slots = load.open_loop
+    latency = load.latency
+    return _with_run(
+        run,
+        offered_rps=point.rate_rps if slots is None else slots.offered_rps,
+        achieved_rps=load.rps if slots is None else slots.achieved_rps,
+        sent_rps=None if slots is None else slots.sent_rps,
+        p50_us=latency.p50,
+        p99_us=latency.p99,
+        p999_us=latency.p99_9,
+        max_us=latency.max,
+        late=None if slots is None else slots.late,
+        refused=None if slots is None else slots.refused,
+        errors=load.error_count,
+        client_bound=load.client_bound,
     )
 
 
@@ -126,8 +158,9 @@ def sweep_measure(plan: SweepPlan, config: SweepConfig, spec: OpenLoopSpec) -> M
 
     def measure(point: PointSpec, repeat: int) -> Step:
         run = sweep.run_point_once(point, window, config, repeat)
-        load = json.loads((config.run_dir / run.loadgen_json).read_text())
-        return step_from_load(point, run, load)
+        # run_point_once judged a run only when its result file read back as a LoadResult.
+        load = LoadResult.from_json(json.loads((config.run_dir / run.loadgen_json).read_text()))
+        return step_from_result(point, run, load)
 
     return measure
 

@@ -16,11 +16,9 @@ the line's colour, is a failed point (no valid repeat: no value to draw).
 from __future__ import annotations
 
 import json
-import math
 import re
-import textwrap
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,206 +28,33 @@ matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from benchmarks.results import METRICS, read_results_json
+from benchmarks.chart_helpers import (
+    LINESTYLES,
+    MARKERS,
+    Record,
+    ceiling_label,
+    draw_impl_series,
+    finish_grid_chart,
+    group_records,
+    label_axes,
+    log_axes,
+    size_ticks,
+    variant_colour,
+)
+from benchmarks.chart_helpers import draw_series as draw_series  # re-exported: tests draw with it
+from benchmarks.chart_helpers import finish as finish  # re-exported: tests spy on it
+from benchmarks.results import read_results_json
 from muxlab.errors import UsageError
 from muxlab.fdbudget import SELECT_RESERVE
 from servers import registry
 
-# Markers of the LT/ET chart, where a marker tells connection counts apart (the colour
-# is the implementation's).
-# A variant of an implementation (epoll-et with --et-drain short-read) is its own line,
-# in its own colour beside the implementation's registry colour.
-VARIANT_COLOURS = {"short-read": "yellowgreen"}
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-LINESTYLES = ("-", "--", ":", "-.")
-HOLLOW_NOTE = (
-    "Marker = median of the valid repeats, error bar = bootstrap 95% interval of the median, "
-    "pale bar = min-max, hollow = client-bound (a load process >= 90% busy), "
-    "x on the bottom edge, in the line's colour = failed point (no valid repeat)."
-)
-# Every chart of a grid experiment says so: its latency is connections / throughput at
-# saturation (Little's law), not what one request costs (the latency experiment shows that).
-CLOSED_LOOP = "closed loop, saturated"
-CLOSED_LOOP_NOTE = (
-    "Closed loop, saturated: each connection sends its next request as soon as the reply "
-    "comes, so latency is connections / throughput (Little's law)."
-)
-
-Record = dict[str, Any]
-
-
-# -- drawing helpers -------------------------------------------------------------------
-
-
-def draw_series(
-    ax: Axes,
-    records: Sequence[Record],
-    x_of: Callable[[Record], float],
-    metric: str,
-    *,
-    label: str,
-    color: str,
-    marker: str = "o",
-    linestyle: str = "-",
-    scale: float = 1.0,
-) -> None:
-    """One line: median per point, its 95% interval, min-max, hollow where client-bound;
-    failed points only as an x on the bottom edge, never on the line."""
-    rows = []
-    for record in sorted(records, key=x_of):
-        stats = record["summary"].get(metric, {})
-        if record["status"] == "failed":
-            mark_failed(ax, x_of(record), color)
-        if record["status"] != "done" or stats.get("median") is None:
-            continue
-        low, high = interval_of(stats)
-        rows.append(
-            (
-                x_of(record),
-                stats["median"] / scale,
-                low / scale,
-                high / scale,
-                stats.get("min", low) / scale,
-                stats.get("max", high) / scale,
-                record["client_bound"],
-            )
-        )
-    if not rows:
-        return
-    xs = [r[0] for r in rows]
-    med = [r[1] for r in rows]
-    ax.vlines(xs, [r[4] for r in rows], [r[5] for r in rows], color=color, alpha=0.3, lw=4)
-    yerr = [
-        [m - r[2] for m, r in zip(med, rows, strict=True)],
-        [r[3] - m for m, r in zip(med, rows, strict=True)],
-    ]
-    ax.errorbar(xs, med, yerr=yerr, color=color, linestyle=linestyle, capsize=3, label=label)
-    for x, y, *_, hollow in rows:
-        ax.plot(
-            [x],
-            [y],
-            marker=marker,
-            color=color,
-            markersize=6,
-            markerfacecolor="white" if hollow else color,
-            linestyle="none",
-        )
-
-
-def interval_of(stats: dict[str, Any]) -> tuple[float, float]:
-    """The bootstrap 95% interval of the median; the IQR where there is none (schema 1, or
-    a single repeat, where both collapse to the median)."""
-    if stats.get("ci_low") is not None and stats.get("ci_high") is not None:
-        return float(stats["ci_low"]), float(stats["ci_high"])
-    return float(stats["q25"]), float(stats["q75"])
-
-
-def mark_failed(ax: Axes, x: float, color: str) -> None:
-    """A failed point has no value: an x at its abscissa on the bottom edge of the axes."""
-    ax.plot(
-        [x],
-        [0.02],
-        marker="x",
-        markersize=9,
-        markeredgewidth=2,
-        color=color,
-        linestyle="none",
-        transform=ax.get_xaxis_transform(),
-        clip_on=False,
-    )
-
-
-def finish(fig: Figure, title: str, caption: str, out_dir: Path, stem: str) -> list[Path]:
-    width_chars = int(fig.get_figwidth() * 16)  # about 16 characters of 7.5 pt per inch
-    lines = [line for part in caption.split("\n") for line in textwrap.wrap(part, width_chars)]
-    fig.suptitle(title, fontsize=12)
-    fig.text(0.01, 0.005, "\n".join(lines), fontsize=7.5, ha="left", va="bottom")
-    caption_in = 0.14 * len(lines) + 0.15
-    fig.tight_layout(rect=(0, caption_in / fig.get_figheight(), 1, 0.95))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
-    for path in paths:
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return paths
-
-
-def plain_number(value: float, _position: int | None = None) -> str:
-    return f"{value:,.6g}"
-
-
-def sparse_number(value: float, _position: int | None = None) -> str:
-    """A minor tick's label on a log axis only at 1, 2, 3 and 5 times a power of ten, so
-    the eight minor ticks of a decade do not print on top of each other."""
-    if value <= 0:
-        return ""
-    lead = value / 10 ** math.floor(math.log10(value))
-    return plain_number(value) if round(lead, 6) in (1.0, 2.0, 3.0, 5.0) else ""
-
-
-def byte_size(value: float, _position: int | None = None) -> str:
-    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if value >= scale:
-            return f"{value / scale:,.4g} {unit}"
-    return f"{value:,.4g} B"
-
-
-def label_axes(ax: Axes, xlabel: str, metric: str, title: str) -> None:
-    # Numbers as numbers ("6", "1,024"), not "6x10^0": readers compare values across charts.
-    ax.xaxis.set_major_formatter(FuncFormatter(plain_number))
-    if ax.get_yscale() == "log":
-        ax.yaxis.set_major_formatter(FuncFormatter(plain_number))
-        low, high = ax.get_ylim()
-        # Within one decade there may be no major tick at all: label the minor ones then.
-        minor = FuncFormatter(plain_number) if high < 10 * low else NullFormatter()
-        ax.yaxis.set_minor_formatter(minor)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(METRICS[metric][0])
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-
-
-def variant_colour(impl: str, variant: str | None) -> str:
-    """The colour of ``impl``'s line, or of its variant's (``None``: the plain point)."""
-    own = registry.style_of(impl).colour
-    return own if variant is None else VARIANT_COLOURS.get(variant, own)
-
-
-def group_records(records: Sequence[Record], *fields: str) -> dict[tuple[Any, ...], list[Record]]:
-    """Records by the values of ``fields``; groups of one implementation in the registry's
-    order (legends), the rest in the order of the file."""
-    groups: dict[tuple[Any, ...], list[Record]] = defaultdict(list)
-    for record in records:
-        # .get: a field newer than the results file (et_drain) groups as absent, None.
-        groups[tuple(record["spec"].get(f) for f in fields)].append(record)
-    if "impl" not in fields:
-        return dict(groups)
-    at = fields.index("impl")
-    return dict(sorted(groups.items(), key=lambda kv: registry.draw_order(kv[0][at])))
-
-
-def machine_line(data: dict[str, Any]) -> str:
-    env = data["environment"]
-    pin = data.get("pinning", {})
-    return (
-        f"run {data['run_id']}: {env.get('cpu_model')}, {env.get('cpus')} CPUs, Linux "
-        f"{env.get('kernel')}, Python {env.get('python')}; server on CPU {pin.get('server_cpu')}, "
-        f"client on {pin.get('client_cpus')}; {repeats_text(data)} of "
-        f"{data['plan']['duration_s']} s."
-    )
-
-
-def repeats_text(data: dict[str, Any]) -> str:
-    """ "3 repeat(s)", or "3-7 repeat(s)" when experiments ask for different counts."""
-    wanted = {r.get("repeats_wanted", data["plan"]["repeats"]) for r in data["points"]}
-    low, high = min(wanted, default=0), max(wanted, default=0)
-    return f"{low} repeat(s)" if low == high else f"{low}-{high} repeat(s)"
-
-
 # -- sweep charts, one function per experiment kind ------------------------------------
+
+
+def connections_of(record: Record) -> float:
+    """The x of a chart against active connections."""
+    return float(record["spec"]["connections"])
 
 
 def chart_active(data: dict[str, Any], name: str, records: list[Record], out: Path) -> list[Path]:
@@ -239,28 +64,18 @@ def chart_active(data: dict[str, Any], name: str, records: list[Record], out: Pa
         for (impl, protocol, size), group in group_records(
             records, "impl", "protocol", "msg_bytes"
         ).items():
-            draw_series(
-                ax,
-                group,
-                lambda r: r["spec"]["connections"],
-                metric,
-                label=f"{impl} ({protocol}{f' {size} B' if size else ''})",
-                color=registry.style_of(impl).colour,
-                marker=registry.style_of(impl).marker,
-            )
-        ax.set_xscale("log")
-        if metric != "rps":
-            ax.set_yscale("log")
+            label = f"{impl} ({protocol}{f' {size} B' if size else ''})"
+            draw_impl_series(ax, group, connections_of, metric, impl, label=label)
+        log_axes(ax, metric)
         label_axes(ax, "active connections (log)", metric, title)
     axes[0].legend(fontsize=8)
-    caption = (
-        f"{CLOSED_LOOP_NOTE} "
+    body = (
         "Closed loop, one request in flight per connection. With every connection busy, "
         "each wait call returns many events, so the mechanisms' fixed cost is spread thin "
         "and the lines stay close; latency grows with connections because the server serves "
-        f"them in turn. {HOLLOW_NOTE}\n{machine_line(data)}"
+        "them in turn."
     )
-    return finish(fig, f"{name}: throughput and latency ({CLOSED_LOOP})", caption, out, name)
+    return finish_grid_chart(fig, f"{name}: throughput and latency", body, data, out, name)
 
 
 def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path) -> list[Path]:
@@ -281,16 +96,7 @@ def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path
                 if not base:
                     continue
                 scale = base[0]["summary"]["rps"]["median"]
-            draw_series(
-                ax,
-                group,
-                lambda r: r["spec"]["idle"],
-                metric,
-                label=impl,
-                color=registry.style_of(impl).colour,
-                marker=registry.style_of(impl).marker,
-                scale=scale,
-            )
+            draw_impl_series(ax, group, lambda r: r["spec"]["idle"], metric, impl, scale=scale)
             entry = registry.find(impl)
             most = None if entry is None else entry.max_connections(SELECT_RESERVE)
             if most is not None and any(r["status"] == "skipped" for r in group):
@@ -302,7 +108,6 @@ def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path
             ax.set_yscale("log")
         else:
             ax.axhline(1.0, color="black", linewidth=0.8, alpha=0.5)
-            ax.set_ylabel("throughput / throughput at 0 idle")
         label_axes(ax, "idle connections (0, then log)", metric, title)
         if metric == "rps":
             ax.set_ylabel("throughput / throughput at 0 idle")
@@ -313,22 +118,14 @@ def chart_idle(data: dict[str, Any], name: str, records: list[Record], out: Path
         "those points are skipped, not measured."
         for impl, x in ceilings.items()
     )
-    caption = (
-        f"{CLOSED_LOOP_NOTE} "
+    body = (
         "10 active connections plus idle ones that never send. select and poll pass every "
         "registered descriptor to the kernel on every call, so their cost per wait grows "
         "with idle connections and their throughput falls; epoll's wait cost depends on "
-        "ready descriptors only, so its line stays flat near 1.0."
-        + ceiling
-        + f" {HOLLOW_NOTE}\n{machine_line(data)}"
+        "ready descriptors only, so its line stays flat near 1.0." + ceiling
     )
-    title = f"{name}: 10 active connections plus idle ones ({CLOSED_LOOP})"
-    return finish(fig, title, caption, out, name)
-
-
-def ceiling_label(impl: str) -> str:
-    """``select: 1024 (FD_SETSIZE, select(2))``, as its registry entry names its ceiling."""
-    return f"{impl}: {registry.get(impl).ceiling_label()}"
+    title = f"{name}: 10 active connections plus idle ones"
+    return finish_grid_chart(fig, title, body, data, out, name)
 
 
 def mark_ceiling(
@@ -382,24 +179,19 @@ def chart_ltet(data: dict[str, Any], name: str, records: list[Record], out: Path
         if metric in ("mib_per_s", "cpu_us_per_request"):
             ax.set_yscale("log")
         label_axes(ax, "message size (log 2)", metric, title)
-        # Tick exactly the measured sizes, as "64 B", "1 KiB", "1 MiB": powers of two
-        # printed as decimals ("1048576") are unreadable side by side.
-        ax.set_xticks(sizes)
-        ax.xaxis.set_major_formatter(FuncFormatter(byte_size))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        size_ticks(ax, sizes)
     axes[0][0].legend(fontsize=8)
-    caption = (
-        f"{CLOSED_LOOP_NOTE} "
+    body = (
         "Echo, closed loop. Edge-triggered (ET) must read until EAGAIN after each event, so "
         "it pays about one extra recv per wake-up (EAGAIN reads/request near 1) and is never "
         "told twice about the same data; level-triggered (LT) does one recv (up to 64 KiB) "
         "per event and lets the next wait report the rest, so a message larger than one recv "
         "costs it extra wait calls and events. ET short-read (--et-drain short-read) stops "
         "a drain at a recv that returned less than asked, as epoll(7) allows on a stream "
-        f"socket, and so skips the EAGAIN recv. {HOLLOW_NOTE}\n{machine_line(data)}"
+        "socket, and so skips the EAGAIN recv."
     )
-    title = f"{name}: epoll level-triggered vs edge-triggered ({CLOSED_LOOP})"
-    return finish(fig, title, caption, out, name)
+    title = f"{name}: epoll level-triggered vs edge-triggered"
+    return finish_grid_chart(fig, title, body, data, out, name)
 
 
 def chart_peers(data: dict[str, Any], name: str, records: list[Record], out: Path) -> list[Path]:
@@ -414,30 +206,18 @@ def chart_peers(data: dict[str, Any], name: str, records: list[Record], out: Pat
         mine = [r for r in records if r["spec"]["protocol"] == protocol]
         for ax, (metric, title) in zip(row, panels, strict=True):
             for (impl,), group in group_records(mine, "impl").items():
-                draw_series(
-                    ax,
-                    group,
-                    lambda r: r["spec"]["connections"],
-                    metric,
-                    label=impl,
-                    color=registry.style_of(impl).colour,
-                    marker=registry.style_of(impl).marker,
-                )
-            ax.set_xscale("log")
-            if metric != "rps":
-                ax.set_yscale("log")
+                draw_impl_series(ax, group, connections_of, metric, impl)
+            log_axes(ax, metric)
             label_axes(ax, "connections (log)", metric, f"{protocol}: {title}")
         row[0].legend(fontsize=8)
-    caption = (
-        f"{CLOSED_LOOP_NOTE} "
+    body = (
         "muxlab's epoll servers against what one would otherwise pick: asyncio (protocol and "
         "streams APIs), uvloop (libuv, in C) and nginx (one worker, HTTP). Server CPU per "
         "request is the server's user+system CPU in the window over the requests it served: "
-        "it stays comparable when the client is the bottleneck. Lower is better. "
-        f"{HOLLOW_NOTE}\n{machine_line(data)}"
+        "it stays comparable when the client is the bottleneck. Lower is better."
     )
-    title = f"{name}: muxlab against reference servers ({CLOSED_LOOP})"
-    return finish(fig, title, caption, out, name)
+    title = f"{name}: muxlab against reference servers"
+    return finish_grid_chart(fig, title, body, data, out, name)
 
 
 CHARTS: dict[str, Callable[[dict[str, Any], str, list[Record], Path], list[Path]]] = {

@@ -9,31 +9,36 @@ gives the same bytes; the README embeds it between :data:`BEGIN` and :data:`END`
 test regenerates it from the committed reference run.
 
 Only a point's valid repeats (:func:`benchmarks.results.valid_runs`) enter a number; a
-point that failed shows as ``failed (reason)``, never as a number.
+point that failed shows as ``failed (reason)``, never as a number. The headline
+sentences are :mod:`benchmarks.report_headline`'s, reading a point and printing a cell
+:mod:`benchmarks.report_points`'; this module writes the tables and the section.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 from pathlib import Path
 from typing import Any
 
 from benchmarks import capacity, latency
 from benchmarks.experiments import IDLE_ACTIVE_CONNECTIONS, RATIO_CONNECTIONS, RATIO_MSG_BYTES
-from benchmarks.results import valid_runs
-from benchmarks.server_cpu_backends import syscalls
+from benchmarks.report_headline import headline, idle_points
+from benchmarks.report_points import (
+    failed_text,
+    goal_markdown,
+    grid_record,
+    metric_cell,
+    number,
+    values,
+)
+from benchmarks.report_points import judge as judge  # re-exported: the verdict rule
 from benchmarks.stats import (
     CONFIDENCE,
     RESAMPLES,
     SEED,
-    Ratio,
-    Verdict,
     ratio_if_defined,
     ratio_text,
-    verdict,
 )
-from benchmarks.summary import SHORT_READ, SHORT_READ_GOAL, LtEt, ltet_points
 from muxlab.atomic import write_text_atomic
 from muxlab.errors import UsageError
 from muxlab.goals import Goal
@@ -41,16 +46,6 @@ from servers import registry
 
 BEGIN = "<!-- muxlab report begin -->"
 END = "<!-- muxlab report end -->"
-
-
-def judge(goal: Goal, ratio: Ratio) -> Verdict:
-    """:func:`benchmarks.stats.verdict` of ``ratio`` against ``goal``."""
-    return verdict(ratio, goal.comparison, goal.bound)
-
-
-def goal_markdown(goal: Goal) -> str:
-    return goal.text().replace(">=", "&ge;").replace("<=", "&le;")
-
 
 # The claims of the README's introduction, by what they compare (docs/sweep.md): each
 # implementation's goals are its roles in the registry (servers/registry.py).
@@ -65,245 +60,6 @@ CHART_TITLES = {
     "cores": "throughput and CPU against workers",
 }
 CROSS_CHARTS = {"syscalls": "system calls per request"}
-
-
-# -- reading the points ----------------------------------------------------------------
-
-
-def matching(data: dict[str, Any], **spec: Any) -> list[dict[str, Any]]:
-    """Every point whose spec has these values, whatever its status."""
-    return [r for r in data["points"] if all(r["spec"][k] == v for k, v in spec.items())]
-
-
-def grid_record(data: dict[str, Any], **spec: Any) -> dict[str, Any] | None:
-    """The done or failed point with this spec (pending and skipped ones carry nothing)."""
-    for record in matching(data, **spec):
-        if record["status"] in ("done", "failed"):
-            found: dict[str, Any] = record
-            return found
-    return None
-
-
-def values(record: dict[str, Any] | None, metric: str) -> list[float]:
-    """One metric over the valid repeats of a point (none for a missing or failed one)."""
-    if record is None or record["status"] != "done":
-        return []
-    found = (run["metrics"].get(metric) for run in valid_runs(record))
-    return [float(v) for v in found if v is not None]
-
-
-def requests_of(run: dict[str, Any]) -> int:
-    """Requests the server answered in a repeat's window, as the sweep counts them."""
-    replies = run.get("server_replies_window")
-    return int(replies if replies is not None else run["requests_ok"])
-
-
-def syscalls_per_request(record: dict[str, Any] | None) -> list[float]:
-    """System calls per request over the valid repeats (:func:`syscalls`'s count), for
-    repeats whose counters include the io_uring ones (older files do not)."""
-    if record is None or record["status"] != "done":
-        return []
-    return [
-        syscalls(record["spec"]["impl"], run["server_delta"]) / requests_of(run)
-        for run in valid_runs(record)
-        if "uring_enters" in (run.get("server_delta") or {}) and requests_of(run) > 0
-    ]
-
-
-def failed_text(record: dict[str, Any]) -> str:
-    return f"failed ({record.get('reason') or 'no reason recorded'})"
-
-
-def number(value: float, digits: int = 0) -> str:
-    return f"{value:,.{digits}f}"
-
-
-def median_text(samples: list[float], unit: str = "", digits: int = 0) -> str:
-    return "-" if not samples else number(statistics.median(samples), digits) + unit
-
-
-def metric_cell(record: dict[str, Any] | None, metric: str, unit: str = "", digits: int = 0) -> str:
-    if record is not None and record["status"] == "failed":
-        return failed_text(record)
-    return median_text(values(record, metric), unit, digits)
-
-
-# -- the headline ------------------------------------------------------------------------
-
-IDLE_BASE = {
-    "protocol": "echo",
-    "connections": IDLE_ACTIVE_CONNECTIONS,
-    "msg_bytes": RATIO_MSG_BYTES,
-}
-
-
-def idle_points(
-    data: dict[str, Any], backend: str
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """A backend's point at 0 idle and its measured (done or failed) points with idle > 0."""
-    base = grid_record(data, impl=backend, idle=0, **IDLE_BASE)
-    loaded = [
-        r
-        for r in matching(data, impl=backend, **IDLE_BASE)
-        if r["spec"]["idle"] > 0 and r["status"] in ("done", "failed")
-    ]
-    return base, loaded
-
-
-def idle_ratio(data: dict[str, Any], backend: str) -> tuple[int, Ratio] | None:
-    """Throughput kept at the most idle connections measured: (idle, ratio to 0 idle)."""
-    base, loaded = idle_points(data, backend)
-    if base is None or not loaded:
-        return None
-    top = max(loaded, key=lambda r: r["spec"]["idle"])
-    ratio = ratio_if_defined(values(top, "rps"), values(base, "rps"))
-    return None if ratio is None else (top["spec"]["idle"], ratio)
-
-
-def idle_headline(data: dict[str, Any]) -> list[str]:
-    """Ratio (a) of every mechanism without a descriptor ceiling (a ceiling is
-    :func:`ceiling_headline`'s)."""
-    kept = []
-    for entry in registry.entries():
-        if not entry.roles.idle_ratio or entry.fd_ceiling is not None:
-            continue
-        backend = entry.name
-        found = idle_ratio(data, backend)
-        if found is not None:
-            kept.append(f"{backend} {ratio_text(found[1])} at {number(found[0])} idle")
-    if not kept:
-        return []
-    return [
-        f"Throughput kept with idle connections beside {IDLE_ACTIVE_CONNECTIONS} active ones "
-        f"(ratio to 0 idle, {CONFIDENCE:.0%} interval): " + "; ".join(kept) + "."
-    ]
-
-
-def ceiling_headline(data: dict[str, Any]) -> list[str]:
-    """Each mechanism with a descriptor ceiling (select's FD_SETSIZE): its highest measured
-    idle point, and the points it could not hold."""
-    return [
-        line
-        for entry in registry.entries()
-        if entry.roles.idle_ratio and entry.fd_ceiling is not None
-        for line in ceiling_line(data, entry.name)
-    ]
-
-
-def ceiling_line(data: dict[str, Any], impl: str) -> list[str]:
-    _, loaded = idle_points(data, impl)
-    measured = [r["spec"]["idle"] for r in loaded if r["status"] == "done"]
-    if not measured:
-        return []
-    line = (
-        f"{impl} was measured up to {number(max(measured))} idle connections (beside "
-        f"{IDLE_ACTIVE_CONNECTIONS} active)"
-    )
-    skipped = [r for r in matching(data, impl=impl) if r["status"] == "skipped"]
-    if skipped:
-        # The reason of the smallest skipped idle point says where the ceiling is.
-        first = min(skipped, key=lambda r: (r["spec"]["idle"] == 0, r["spec"]["idle"]))
-        line += f"; {len(skipped)} points past its ceiling were skipped ({first['reason']})"
-    return [line + "."]
-
-
-def ltet_headline(data: dict[str, Any]) -> list[str]:
-    """LT against ET strict, then, where the run has it, ET short-read against both (the
-    points and ratios are :mod:`benchmarks.summary`'s)."""
-    found = ltet_points(data)
-    if found is None:
-        return []
-    spec, lt, et = found.spec, found.lt, found.strict
-    eagain = [median_text(values(r, "reads_eagain_per_request"), "", 2) for r in (et, lt)]
-    cpu = found.strict_over_lt()
-    if "-" in eagain or cpu is None:
-        return []
-    line = (
-        f"Edge- against level-triggered epoll ({number(spec['connections'])} connections, "
-        f"{number(spec['msg_bytes'])} B echo): EAGAIN reads per request {eagain[0]} (ET) "
-        f"against {eagain[1]} (LT); server CPU per request "
-        f"{median_text(values(et, 'cpu_us_per_request'), ' us', 2)} against "
-        f"{median_text(values(lt, 'cpu_us_per_request'), ' us', 2)}, ET/LT {ratio_text(cpu)}"
-    )
-    return [line + short_read_clause(found) + "."]
-
-
-def short_read_clause(found: LtEt) -> str:
-    """``; with --et-drain short-read: ...`` when the run measured that point."""
-    short = found.short_read
-    to_lt = found.short_read_over_lt()
-    to_strict = found.short_read_over_strict()
-    if short is None or to_lt is None or to_strict is None:
-        return ""
-    judged = f" {judge(SHORT_READ_GOAL, to_lt)} (goal {goal_markdown(SHORT_READ_GOAL)})"
-    return (
-        f"; with `--et-drain {SHORT_READ}`: EAGAIN reads per request "
-        f"{median_text(values(short, 'reads_eagain_per_request'), '', 2)}, server CPU per "
-        f"request {median_text(values(short, 'cpu_us_per_request'), ' us', 2)}, "
-        f"short-read/LT {ratio_text(to_lt)}{judged}, short-read/strict "
-        f"{ratio_text(to_strict)}"
-    )
-
-
-def capacity_headline(data: dict[str, Any]) -> list[str]:
-    ratios = [
-        f"{top} / {bottom} {ratio_text(ratio)}"
-        for top, bottom in capacity.ratio_pairs()
-        if (ratio := capacity.capacity_ratio(data, top, bottom, capacity.RATIO_COLD)) is not None
-    ]
-    if not ratios:
-        return []
-    return [
-        f"Capacity at {number(capacity.RATIO_COLD)} cold connections: " + "; ".join(ratios) + "."
-    ]
-
-
-def uring_headline(data: dict[str, Any]) -> list[str]:
-    """Each completion loop (io_uring) against the registry's baseline (epoll-lt)."""
-    baseline = registry.where(lambda r: r.uring_baseline)
-    if not baseline:
-        return []
-    return [
-        line
-        for loop in registry.names("completion loop")
-        for line in completion_line(data, loop, baseline[0])
-    ]
-
-
-def completion_line(data: dict[str, Any], loop: str, baseline: str) -> list[str]:
-    """``loop`` against ``baseline`` at the most connections where both were measured."""
-    pairs = []
-    for record in matching(data, impl=loop, protocol="echo", idle=0, msg_bytes=RATIO_MSG_BYTES):
-        spec = {k: v for k, v in record["spec"].items() if k != "impl"}
-        epoll = grid_record(data, impl=baseline, **spec)
-        if record["status"] == "done" and epoll is not None and epoll["status"] == "done":
-            pairs.append((record["spec"]["connections"], record, epoll))
-    if not pairs:
-        return []
-    conns, uring, epoll = max(pairs, key=lambda p: p[0])
-    cpu = ratio_if_defined(values(uring, "cpu_us_per_request"), values(epoll, "cpu_us_per_request"))
-    if cpu is None:
-        return []
-    line = (
-        f"{loop} against {baseline} ({number(conns)} connections, {number(RATIO_MSG_BYTES)} B "
-        f"echo): server CPU per request ratio {ratio_text(cpu)}"
-    )
-    calls = [median_text(syscalls_per_request(r), "", 2) for r in (uring, epoll)]
-    if "-" not in calls:
-        line += f"; system calls per request {calls[0]} against {calls[1]}"
-    return [line + "."]
-
-
-def headline(data: dict[str, Any]) -> list[str]:
-    """The results in words, each with its numbers from the file."""
-    lines = [
-        *idle_headline(data),
-        *ceiling_headline(data),
-        *ltet_headline(data),
-        *capacity_headline(data),
-        *uring_headline(data),
-    ]
-    return [f"- {line}" for line in lines]
 
 
 # -- sections --------------------------------------------------------------------------

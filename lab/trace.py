@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeVar
 
 from lab.events import event_names
 from muxlab.atomic import write_json_atomic
@@ -43,6 +43,7 @@ SETTLE_TIMEOUT_S = 5.0
 JOIN_TIMEOUT_S = 5.0
 
 Actor = Literal["server", "client"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -141,69 +142,55 @@ def tracing_backend(inner: Backend, trace: Trace) -> TracingBackend:
 # -- the sockets ---------------------------------------------------------------------------
 
 
-class TracedSocket(socket.socket):
-    """A connected socket whose ``recv``/``send``/``sendmsg``/``close`` are recorded."""
+class AdoptedSocket(socket.socket):
+    """A socket that took over another's descriptor, with the trace it records into."""
 
     trace: Trace
 
     @classmethod
-    def adopt(cls, sock: socket.socket, trace: Trace) -> TracedSocket:
+    def adopt(cls, sock: socket.socket, trace: Trace) -> Self:
         traced = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         traced.trace = trace
         return traced
 
+
+class TracedSocket(AdoptedSocket):
+    """A connected socket whose ``recv``/``send``/``sendmsg``/``close`` are recorded."""
+
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        fd = self.fileno()
-        try:
-            data = super().recv(bufsize, flags)
-        except BlockingIOError:
-            self.trace.record("server", "recv", fd=fd, asked_bytes=bufsize, eagain=True)
-            raise
-        except OSError as exc:
-            self.trace.record("server", "recv", fd=fd, asked_bytes=bufsize, error=error_kind(exc))
-            raise
-        self.trace.record("server", "recv", fd=fd, asked_bytes=bufsize, nbytes=len(data))
-        return data
+        return self._traced("recv", bufsize, partial(super().recv, bufsize, flags), len)
 
     def send(self, data: Any, flags: int = 0) -> int:
-        return self._traced("send", len(data), lambda: super(TracedSocket, self).send(data, flags))
+        return self._traced("send", len(data), partial(super().send, data, flags), int)
 
     def sendmsg(self, buffers: Iterable[Any], *args: Any) -> int:
         chunks = list(buffers)
         asked = sum(len(c) for c in chunks)
-        return self._traced(
-            "sendmsg", asked, lambda: super(TracedSocket, self).sendmsg(chunks, *args)
-        )
+        return self._traced("sendmsg", asked, partial(super().sendmsg, chunks, *args), int)
 
     def close(self) -> None:
         if self.fileno() >= 0:
             self.trace.record("server", "close", fd=self.fileno())
         super().close()
 
-    def _traced(self, call: str, asked: int, do: Callable[[], int]) -> int:
+    def _traced(self, call: str, asked: int, do: Callable[[], T], nbytes: Callable[[T], int]) -> T:
+        """``do()``, recorded as ``call`` of ``asked`` bytes: what it moved (``nbytes`` of
+        its result), or that it hit EAGAIN, or the error it raised."""
         fd = self.fileno()
         try:
-            sent = do()
+            done = do()
         except BlockingIOError:
             self.trace.record("server", call, fd=fd, asked_bytes=asked, eagain=True)
             raise
         except OSError as exc:
             self.trace.record("server", call, fd=fd, asked_bytes=asked, error=error_kind(exc))
             raise
-        self.trace.record("server", call, fd=fd, asked_bytes=asked, nbytes=sent)
-        return sent
+        self.trace.record("server", call, fd=fd, asked_bytes=asked, nbytes=nbytes(done))
+        return done
 
 
-class TracedListener(socket.socket):
+class TracedListener(AdoptedSocket):
     """A listening socket whose ``accept`` is recorded and hands out traced sockets."""
-
-    trace: Trace
-
-    @classmethod
-    def adopt(cls, sock: socket.socket, trace: Trace) -> TracedListener:
-        traced = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        traced.trace = trace
-        return traced
 
     def accept(self) -> tuple[socket.socket, Any]:
         fd = self.fileno()

@@ -13,12 +13,14 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 from muxlab.errors import UsageError
+from muxlab.protocol_names import PROTOCOL_NAMES, ProtocolName
 
-LoadProtocol = Literal["echo", "http"]
-LOAD_PROTOCOLS: tuple[LoadProtocol, ...] = get_args(LoadProtocol)
+# The server's names (muxlab/protocol_names.py), under the load generator's own words.
+LoadProtocol = ProtocolName
+LOAD_PROTOCOLS: tuple[LoadProtocol, ...] = PROTOCOL_NAMES
 
 # Every echo message starts with the connection id (u32) and sequence number (u64), so it
 # cannot be shorter than this.

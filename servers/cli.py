@@ -210,6 +210,15 @@ def print_counters(snapshot: dict[str, Any]) -> None:
     print(format_counters_line(snapshot), flush=True)
 
 
+def print_ready(host: str, port: int, config: ServerConfig) -> None:
+    """The ready line (servers/contract.py), the first line a server prints on stdout."""
+    print(ReadyLine(host, port, config.backend, config.protocol).format(), flush=True)
+
+
+def log_to_stderr() -> None:
+    logging.basicConfig(format="muxlab serve: %(levelname)s: %(message)s", stream=sys.stderr)
+
+
 def create_server(config: ServerConfig) -> Server | UringServer:
     """The shared readiness loop, or the loop a completion mechanism brings."""
     if brings_own_loop(config.backend):
@@ -250,14 +259,13 @@ def workers_config_from_args(args: argparse.Namespace, server: ServerConfig) -> 
 def run_workers(config: WorkersConfig) -> int:
     """``--workers N`` (N > 1): the parent of N server processes (servers/multiproc.py)."""
     raise_fd_limit()
-    logging.basicConfig(format="muxlab serve: %(levelname)s: %(message)s", stream=sys.stderr)
+    log_to_stderr()
     supervisor = Supervisor(config, print_line=print_counters)
     try:
         host, port = supervisor.start()
     except (ServerSetupError, BackendUnavailableError, WorkersError) as exc:
         raise SetupError(str(exc)) from None
-    server = config.server
-    print(ReadyLine(host, port, server.backend, server.protocol).format(), flush=True)
+    print_ready(host, port, config.server)
     snapshot = supervisor.run()
     print_counters(snapshot)
     print(format_counters_table({k: v for k, v in snapshot.items() if k != "workers"}),
@@ -276,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
     if cpu is not None:
         pin_to_cpu(cpu)
     raise_fd_limit()
-    logging.basicConfig(format="muxlab serve: %(levelname)s: %(message)s", stream=sys.stderr)
+    log_to_stderr()
     try:
         server = create_server(config)
     except (ServerSetupError, BackendUnavailableError) as exc:
@@ -291,8 +299,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGUSR1, report)
-    host, port = server.address
-    print(ReadyLine(host, port, config.backend, config.protocol).format(), flush=True)
+    print_ready(*server.address, config)
     # A Python signal handler runs between bytecodes, so a signal that arrives after the
     # loop's last check and before its wait system call starts would leave the wait
     # blocked until the next event (seen: SIGUSR1 unanswered for seconds on an idle

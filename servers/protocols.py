@@ -27,12 +27,13 @@ a shared, noisy machine: the ratio, about 4x, is what decided, not the microseco
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, get_args
+from typing import Protocol
 
 import httptools
 
-ProtocolName = Literal["echo", "http"]
-PROTOCOL_NAMES: tuple[ProtocolName, ...] = get_args(ProtocolName)
+# Re-exported: the names the load generator shares (muxlab/protocol_names.py).
+from muxlab.protocol_names import PROTOCOL_NAMES as PROTOCOL_NAMES
+from muxlab.protocol_names import ProtocolName as ProtocolName
 
 # Request heads larger than this get 400 (nginx's default large_client_header_buffers
 # is 8 KiB per line; one limit for the whole head is enough here).

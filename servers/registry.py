@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -118,6 +118,9 @@ class Implementation:
     style: Style
     roles: SweepRoles
     edge_triggered: bool = False
+    # Takes ``muxlab serve --et-drain short-read`` (an edge-triggered backend whose class
+    # sets ``short_read_drain``; servers/loop.py).
+    takes_et_drain: bool = False
 
     def unavailable_reason(self, protocol: str) -> str | None:
         """Why it cannot serve ``protocol`` here, or ``None`` when it can."""
@@ -226,23 +229,30 @@ def backend_class_entry(
         style=style,
         roles=roles,
         edge_triggered=cls.edge_triggered,
+        takes_et_drain=getattr(cls, "short_read_drain", False),
     )
+
+
+def reference_entry(
+    name: str,
+    kind: ImplKind,
+    protocols: tuple[ProtocolName, ...],
+    check: Callable[[], str | None],
+    server: Callable[[ServerRequest], StartedServer],
+    style: Style,
+    roles: SweepRoles,
+) -> Implementation:
+    """The entry of a reference server (a Python peer, nginx): no descriptor ceiling of
+    its own and none of the muxlab backends' options."""
+    return Implementation(name, kind, protocols, None, None, check, server, style, roles)
 
 
 def peer_entry(name: str, style: Style, roles: SweepRoles) -> Implementation:
     def check() -> str | None:
         return python_peer_unavailable_reason(name)
 
-    return Implementation(
-        name=name,
-        kind="python peer",
-        protocols=PROTOCOL_NAMES,
-        fd_ceiling=None,
-        ceiling_text=None,
-        check=check,
-        server=python_peer(name),
-        style=style,
-        roles=roles,
+    return reference_entry(
+        name, "python peer", PROTOCOL_NAMES, check, python_peer(name), style, roles
     )
 
 
@@ -250,6 +260,20 @@ EPOLL_IDLE_GOAL = Goal(">=", 0.9)  # epoll keeps 90% of its 0-idle throughput
 # What an epoll server in Python should manage against the references (README, "Claims").
 UVLOOP_GOAL = Goal("<=", 1.0)  # no more CPU per request than uvloop
 ASYNCIO_GOAL = Goal("<", 1.0)  # less CPU per request than asyncio
+
+# Both epoll modes: in every experiment but herd, muxlab's side of the headline ratios,
+# the ready-list side of the capacity ratio. epoll-lt adds the roles one mode suffices for.
+EPOLL_ROLES = SweepRoles(
+    grid=True,
+    ltet=True,
+    peers_echo=True,
+    peers_http=True,
+    idle_ratio=True,
+    idle_goal=EPOLL_IDLE_GOAL,
+    cpu_subject=True,
+    capacity_side="ready",
+    cores=True,
+)
 
 _ENTRIES: list[Implementation] = [
     backend_entry(
@@ -266,50 +290,21 @@ _ENTRIES: list[Implementation] = [
     backend_entry(
         "epoll-lt",
         Style("tab:blue", "^"),
-        SweepRoles(
-            grid=True,
-            ltet=True,
-            peers_echo=True,
-            peers_http=True,
-            quick=True,
-            idle_ratio=True,
-            idle_goal=EPOLL_IDLE_GOAL,
-            cpu_subject=True,
-            capacity_side="ready",
-            uring_baseline=True,
-            herd=True,
-            cores=True,
-        ),
+        replace(EPOLL_ROLES, quick=True, uring_baseline=True, herd=True),
     ),
-    backend_entry(
-        "epoll-et",
-        Style("tab:green", "D"),
-        SweepRoles(
-            grid=True,
-            ltet=True,
-            peers_echo=True,
-            peers_http=True,
-            idle_ratio=True,
-            idle_goal=EPOLL_IDLE_GOAL,
-            cpu_subject=True,
-            capacity_side="ready",
-            cores=True,
-        ),
-    ),
+    backend_entry("epoll-et", Style("tab:green", "D"), EPOLL_ROLES),
     backend_entry("io_uring-poll", Style("tab:cyan", "v"), SweepRoles(grid=True, idle_ratio=True)),
     backend_entry(
         "io_uring", Style("navy", "P"), SweepRoles(grid=True, peers_echo=True, idle_ratio=True)
     ),
-    Implementation(
-        name="nginx",
-        kind="C reference",
-        protocols=NginxServer.protocols,
-        fd_ceiling=None,
-        ceiling_text=None,
-        check=nginx_unavailable_reason,
-        server=nginx,
-        style=Style("tab:gray", "X"),
-        roles=SweepRoles(peers_http=True, quick=True),
+    reference_entry(
+        "nginx",
+        "C reference",
+        NginxServer.protocols,
+        nginx_unavailable_reason,
+        nginx,
+        Style("tab:gray", "X"),
+        SweepRoles(peers_http=True, quick=True),
     ),
     peer_entry(
         "asyncio-protocol",
@@ -359,6 +354,13 @@ def get(name: str) -> Implementation:
             f"unknown implementation {name!r} (choose from {', '.join(names())})"
         )
     return entry
+
+
+def takes_et_drain(name: str) -> bool:
+    """Whether the implementation named ``name`` runs ``--et-drain short-read``; an
+    unknown name does not."""
+    entry = find(name)
+    return entry is not None and entry.takes_et_drain
 
 
 def style_of(name: str) -> Style:

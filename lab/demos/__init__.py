@@ -1,4 +1,11 @@
-"""The registry of demos, by the name used on the command line (``muxlab demo NAME``)."""
+"""The registry of demos, by the name used on the command line (``muxlab demo NAME``).
+
+Each demo module is a lesson a student reads on its own, top to bottom: what it runs is
+shared (:mod:`lab.demos.base`: the case runner, the report, socket helpers), but its
+``Setup`` and ``Counts`` records, its ``DEMO`` declaration and its naive and fixed
+handlers are its own, written out in full even where two demos' look alike, so that the
+wrong and the right version of one pitfall stand side by side in one file.
+"""
 
 from __future__ import annotations
 

@@ -59,6 +59,8 @@ class Counts:
     connections_shed: int
 
 
+# The three acceptors repeat their accept and errno check on purpose: each is one whole
+# strategy a student compares with the others line by line (lab/demos/__init__.py).
 def accept_ignoring_errors(state: AcceptState, reported: bool) -> None:
     """Deliberately wrong: logs-and-continues on EMFILE, so LT reports the listener again."""
     if not reported:
