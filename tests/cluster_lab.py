@@ -116,9 +116,11 @@ def local_dask(
             proc.wait()
 
 
-def netns_lab(action: str, name: str, state: Path) -> subprocess.CompletedProcess[str]:
+def netns_lab(
+    action: str, name: str, state: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MUXLAB_PYTHON": sys.executable, "MUXLAB_NETNS_STATE": str(state)}
-    return subprocess.run(["bash", str(NETNS_LAB), action, "--name", name], env=env,
+    return subprocess.run(["bash", str(NETNS_LAB), action, "--name", name, *options], env=env,
                           capture_output=True, text=True, timeout=180)  # fmt: skip
 
 
