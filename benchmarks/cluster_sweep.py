@@ -83,10 +83,15 @@ class ClusterTarget:
 
 
 def choose_server_host(hosts: Sequence[Host], wanted: str, cluster: str) -> Host:
-    """The worker ``wanted`` names (its name or its address); UsageError naming the
-    workers there are when none is."""
+    """The worker ``wanted`` names: its name, its address, or its host's IP address or
+    host name (an SSHCluster's workers are numbered, and named here by their IP);
+    UsageError naming the workers there are when none is."""
     for host in hosts:
-        if wanted in (host.name, host.address):
+        if wanted in (host.name, host.address, host.ip):
+            return host
+    resolved = _resolve(wanted)
+    for host in hosts:
+        if resolved is not None and host.ip == resolved:
             return host
     names = ", ".join(sorted(h.name for h in hosts)) or "none"
     raise UsageError(
@@ -95,12 +100,25 @@ def choose_server_host(hosts: Sequence[Host], wanted: str, cluster: str) -> Host
     )
 
 
+def _resolve(name: str) -> str | None:
+    try:
+        return socket.gethostbyname(name)
+    except OSError:  # socket.gaierror: not a host name here
+        return None
+
+
 def local_address_towards(scheduler: str) -> str:
     """This machine's source address on the route to ``scheduler`` (tcp://HOST:PORT)."""
     parts = urlsplit(scheduler)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect((parts.hostname or "127.0.0.1", parts.port or 9))
-        address: str = probe.getsockname()[0]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((parts.hostname or "127.0.0.1", parts.port or 9))
+            address: str = probe.getsockname()[0]
+    except OSError as exc:
+        raise SetupError(
+            f"cannot tell this machine's address towards the scheduler {scheduler} "
+            f"({exc}): run the server on a worker with --server-host"
+        ) from None
     return address
 
 

@@ -19,6 +19,10 @@ Order: within an experiment, repeats run round-robin over its points (repeat 1 o
 point, then repeat 2, ...), so a slow drift of the machine (another job, thermal
 throttling) lands on every implementation alike instead of on the last one measured.
 
+With ``--cluster`` (:mod:`benchmarks.cluster_sweep`) step 1 starts the server on its host
+through Dask and step 2 runs the load over the cluster's client hosts; the rest is the
+same.
+
 The results file is rewritten after every run, so Ctrl-C keeps every finished run and
 ``--resume`` picks up at the first unsettled repeat slot, in the same order.
 """

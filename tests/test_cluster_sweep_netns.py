@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import pytest
 
 from benchmarks.results import ResultsFile
 from benchmarks.topology import ClientHost
-from tests.cluster_lab import netns_lab, require_distributed, require_netns
+from tests.cluster_lab import NetnsLab, running_lab
 
 pytestmark = pytest.mark.timeout(900)
 SCHEDULER = "tcp://198.18.0.1:8786"
@@ -33,43 +32,26 @@ CONNECTIONS = (2, 4)
 HOSTS = 2
 
 
-class Lab:
-    def __init__(self, state: Path) -> None:
-        self.name = f"s{uuid.uuid4().hex[:7]}"
-        self.state = state
-        self.server_ns = f"{self.name}-srv"
-
-    def worker_pid(self, worker: str) -> int:
-        return int((self.state / f"muxlab-netns-{self.name}" / f"{worker}.pid").read_text())
-
-    def sweep_argv(self, out: Path, duration_s: float) -> list[str]:
-        # 2 s windows: a snapshot's tolerance is 5% of the window, and on a loaded shared
-        # machine the counters' round trip through Dask can take tens of ms.
-        return ["ip", "netns", "exec", self.server_ns, sys.executable, "-m", "muxlab", "sweep",
-                "--cluster", SCHEDULER, "--server-host", "server", "--preset", "quick",
-                "--experiments", "active", "--impls", "epoll-lt",
-                "--connections", ",".join(map(str, CONNECTIONS)), "--repeats", "1",
-                "--retries", "1", "--warmup", "0.3", "--duration", str(duration_s),
-                "--out-dir", str(out), "--run-id", "lab", "--no-charts", "--quiet"]  # fmt: skip
+def sweep_argv(lab: NetnsLab, out: Path, duration_s: float) -> list[str]:
+    # 2 s windows: a snapshot's tolerance is 5% of the window, and on a loaded shared
+    # machine the counters' round trip through Dask can take tens of ms.
+    return ["ip", "netns", "exec", lab.server_ns, sys.executable, "-m", "muxlab", "sweep",
+            "--cluster", SCHEDULER, "--server-host", "server", "--preset", "quick",
+            "--experiments", "active", "--impls", "epoll-lt",
+            "--connections", ",".join(map(str, CONNECTIONS)), "--repeats", "1",
+            "--retries", "1", "--warmup", "0.3", "--duration", str(duration_s),
+            "--out-dir", str(out), "--run-id", "lab", "--no-charts", "--quiet"]  # fmt: skip
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_netns()
-    require_distributed()
-    lab = Lab(tmp_path)
-    try:
-        up = netns_lab("up", lab.name, tmp_path, "--server-worker")
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield lab
-    finally:
-        down = netns_lab("down", lab.name, tmp_path)
-        assert down.returncode == 0, down.stderr
+def lab(tmp_path: Path) -> Iterator[NetnsLab]:
+    with running_lab(tmp_path, "s", "--server-worker") as running:
+        yield running
 
 
-def test_a_sweep_loads_a_server_host_from_two_client_hosts(lab: Lab, tmp_path: Path) -> None:
+def test_a_sweep_loads_a_server_host_from_two_client_hosts(lab: NetnsLab, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.run(lab.sweep_argv(out, 2.0), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(sweep_argv(lab, out, 2.0), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = ResultsFile.load(out / "lab")
     topology = results.topology
@@ -103,9 +85,9 @@ def test_a_sweep_loads_a_server_host_from_two_client_hosts(lab: Lab, tmp_path: P
         assert run["server_connections_accepted"] == connections + HOSTS
 
 
-def test_a_lost_server_host_is_named_and_the_sweep_ends(lab: Lab, tmp_path: Path) -> None:
+def test_a_lost_server_host_is_named_and_the_sweep_ends(lab: NetnsLab, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    sweep = subprocess.Popen(lab.sweep_argv(out, 4.0), stdout=subprocess.PIPE,
+    sweep = subprocess.Popen(sweep_argv(lab, out, 4.0), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         # The first point's load result is written, its server still up or being stopped:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,26 @@ def test_a_sweep_on_loopback_workers_starts_the_server_through_dask(tmp_path: Pa
     assert load["errors"] == {} and run["requests_ok"] == load["hosts"][0]["requests_ok"] > 0
     assert run["server_connections_open"] == 2
     assert run["server_connections_accepted"] == 2 + 1  # and client1's preflight probe
+
+
+def test_a_resumed_cluster_sweep_refuses_other_hosts_unless_forced() -> None:
+    from benchmarks.cluster_cli import check_same_hosts
+
+    check_same_hosts(CLUSTER, CLUSTER, force=False)
+    fewer = replace(CLUSTER, clients=CLUSTER.clients[:1])
+    with pytest.raises(UsageError, match=r"hosts changed .*clients \['c1', 'c2'\], server s; "):
+        check_same_hosts(CLUSTER, fewer, force=False)
+    check_same_hosts(CLUSTER, fewer, force=True)
+
+
+def test_a_cluster_sweep_leaves_out_the_kinds_loaded_from_this_machine() -> None:
+    from benchmarks.cluster_cli import local_only
+
+    plan = preset("default")
+    kept, notes = local_only(plan)
+    assert {e.kind for e in plan.experiments} >= {"herd", "cores"}
+    assert [e.name for e in kept.experiments] == [
+        e.name for e in plan.experiments if e.kind not in ("herd", "cores")
+    ]
+    assert len(notes) == 1 and "herd" in notes[0] and "cores" in notes[0]
+    assert local_only(kept) == (kept, [])
