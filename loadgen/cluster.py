@@ -431,7 +431,14 @@ def run_on_hosts(
     )
     grace_s = config.timeout_s + REPORT_ALLOWANCE_S + DASK_ALLOWANCE_S
     deadline_ns = phases.end_ns + round(grace_s * 1e9)
-    outcomes = run.collect(deadline_ns, phases, on_phase)
+    try:
+        outcomes = run.collect(deadline_ns, phases, on_phase)
+    except BaseException:
+        # on_phase failed (a sweep's server snapshot) or Ctrl-C: the hosts' tasks are
+        # released, not left holding their workers' one thread for the next run.
+        with contextlib.suppress(Exception):
+            client.cancel(list(run.futures.values()))
+        raise
     host_outcomes = tuple(
         HostOutcome(
             name=host.name,
