@@ -15,15 +15,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import open_loop_cli
+from benchmarks import cluster_cli, open_loop_cli
 from benchmarks.names import check_safe_name
 from muxlab.clibase import HelpFormatter, Subparsers
-from muxlab.errors import UsageError
+from muxlab.errors import MuxlabError, UsageError
 from muxlab.fdbudget import raise_fd_limit, sweep_connection_budget
 
 if TYPE_CHECKING:
+    from benchmarks.cluster_sweep import ClusterSession
     from benchmarks.experiments import SweepPlan
     from benchmarks.results import ResultsFile
+    from benchmarks.sweep import SweepConfig
 
 # Seconds one run costs besides warm-up and measurement: two interpreters start, the load
 # generator connects, everything is reaped. Only for the time estimate.
@@ -146,62 +148,97 @@ def add_parser(subparsers: Subparsers) -> None:
         help="run anyway with the server on a client CPU, or resume a run made from "
         "another commit or environment",
     )
+    cluster_cli.add_options(parser)
     parser.add_argument("--no-charts", action="store_true", help="skip drawing the charts")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import experiments, provenance, sweep
-    from benchmarks.herd import run_scaling
-    from benchmarks.open_loop import run_open_loop
-    from benchmarks.results import ResultsFile, now_iso
-    from muxlab.environment import environment
+    from benchmarks import provenance, sweep
+    from benchmarks.results import now_iso
 
     command = ["muxlab", *sys.argv[1:]]
     if args.resume is not None:
         results = resume_results(args)
         provenance.check_resume(results.data, provenance.provenance(), force=args.force)
-        plan = experiments.plan_from_json(results.data["plan"])
+        target = cluster_cli.target_from_topology(results.topology, args.max_skew_ms)
         results.data["resumed"].append({"command": command, "at": now_iso()})
     else:
-        plan = choose_plan(args)
-        run_id = default_run_id(plan.preset) if args.run_id is None else args.run_id
-        check_safe_name("--run-id", run_id)
-        run_dir = args.out_dir / run_id
-        if (run_dir / "results.json").exists():
-            raise UsageError(f"{run_dir} already has results; use --resume {run_dir}")
+        target = cluster_cli.target_from_args(args)
+    with cluster_cli.open_session(target) as session:
+        if args.resume is None:
+            results = new_results(args, command, session)
+        elif session is not None:
+            cluster_cli.check_same_hosts(results.topology, session.topology, args.force)
+        pinning = results.data["pinning"]
+        config = sweep.SweepConfig(
+            run_dir=results.run_dir,
+            server_cpu=pinning["server_cpu"],
+            client_cpus=tuple(pinning["client_cpus"]),
+            loadgen=tuple(pinning["loadgen"]),
+            progress=sys.stderr.isatty() and not args.quiet,
+            cluster=session,
+        )
+        return run_plan(results, config, draw=not args.no_charts)
+
+
+def new_results(
+    args: argparse.Namespace, command: list[str], session: ClusterSession | None
+) -> ResultsFile:
+    """A new run's results file: its plan, pinning, environment and topology."""
+    from benchmarks import provenance, sweep
+    from benchmarks.results import ResultsFile
+    from benchmarks.topology import LOCAL
+    from muxlab.environment import environment
+
+    plan = choose_plan(args)
+    notes: list[str] = []
+    if session is not None:
+        plan, notes = cluster_cli.local_only(plan)
+    run_id = default_run_id(plan.preset) if args.run_id is None else args.run_id
+    check_safe_name("--run-id", run_id)
+    run_dir = args.out_dir / run_id
+    if (run_dir / "results.json").exists():
+        raise UsageError(f"{run_dir} already has results; use --resume {run_dir}")
+    server_cpu: int | None
+    if session is None:
         default_server, default_clients = sweep.default_cpus()
         server_cpu = default_server if args.server_cpu is None else args.server_cpu
         client_cpus = default_clients if args.client_cpus is None else args.client_cpus
         check_cpus(server_cpu, client_cpus, force=args.force)
-        loadgen = shlex.split(args.loadgen) if args.loadgen else list(sweep.LOADGEN)
-        if not loadgen or shutil.which(loadgen[0]) is None:
-            raise UsageError(f"--loadgen: cannot run {args.loadgen!r}: no such program")
-        if args.out_dir.exists() and not args.out_dir.is_dir():
-            raise UsageError(f"--out-dir {args.out_dir} exists and is not a directory")
-        notes = [
-            f"descriptor budget per process: {sweep_connection_budget()} connections "
-            "(the server and the load generator each hold one per connection)"
-        ]
-        results = ResultsFile.create(
-            run_dir,
-            run_id,
-            plan,
-            command,
-            environment(),
-            {"server_cpu": server_cpu, "client_cpus": list(client_cpus), "loadgen": loadgen},
-            notes,
-            provenance.provenance(server_cpu, client_cpus),
-        )
-    pinning = results.data["pinning"]
-    config = sweep.SweepConfig(
-        run_dir=results.run_dir,
-        server_cpu=pinning["server_cpu"],
-        client_cpus=tuple(pinning["client_cpus"]),
-        loadgen=tuple(pinning["loadgen"]),
-        progress=sys.stderr.isatty() and not args.quiet,
+    else:
+        # CPUs of other hosts: each host checks its own when it starts its part.
+        server_cpu, client_cpus = args.server_cpu, args.client_cpus or ()
+    loadgen = shlex.split(args.loadgen) if args.loadgen else list(sweep.LOADGEN)
+    if not loadgen or shutil.which(loadgen[0]) is None:
+        raise UsageError(f"--loadgen: cannot run {args.loadgen!r}: no such program")
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        raise UsageError(f"--out-dir {args.out_dir} exists and is not a directory")
+    notes.append(
+        f"descriptor budget per process: {sweep_connection_budget()} connections "
+        "(the server and the load generator each hold one per connection)"
     )
+    return ResultsFile.create(
+        run_dir,
+        run_id,
+        plan,
+        command,
+        environment(),
+        {"server_cpu": server_cpu, "client_cpus": list(client_cpus), "loadgen": loadgen},
+        notes,
+        provenance.provenance(server_cpu, client_cpus),
+        LOCAL if session is None else session.topology,
+    )
+
+
+def run_plan(results: ResultsFile, config: SweepConfig, draw: bool) -> int:
+    """Every unsettled run of the stored plan, then the summary and charts."""
+    from benchmarks import experiments, sweep
+    from benchmarks.herd import run_scaling
+    from benchmarks.open_loop import run_open_loop
+
+    plan = experiments.plan_from_json(results.data["plan"])
     raise_fd_limit()
     results.set_state("running")
     announce(results, plan)
@@ -215,8 +252,13 @@ def run(args: argparse.Namespace) -> int:
         results.write_csv()
         print(sweep.interrupted_message(results.run_dir), file=sys.stderr)
         return 130
+    except MuxlabError:
+        # A lost host: what was measured stays, and --resume continues from it.
+        results.set_state("interrupted")
+        results.write_csv()
+        raise
     results.set_state("complete")
-    return finish(results, draw=not args.no_charts)
+    return finish(results, draw=draw)
 
 
 def choose_plan(args: argparse.Namespace) -> SweepPlan:
@@ -259,6 +301,8 @@ def resume_results(args: argparse.Namespace) -> ResultsFile:
         "server_cpu",
         "client_cpus",
         "loadgen",
+        "cluster",
+        "server_host",
     )
     given = [f"--{f.replace('_', '-')}" for f in plan_flags if getattr(args, f) is not None]
     if given:

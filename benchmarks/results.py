@@ -5,6 +5,7 @@ Layout (``schema_version`` 2)::
     {"schema_version": 2, "kind": "muxlab-sweep", "run_id", "state",
      "command": [...], "command_line", "cwd", "started_at", "updated_at", "resumed": [...],
      "environment": {...}, "provenance": {...}, "pinning": {"server_cpu", "client_cpus"},
+     "topology": {"mode": "local"} or the cluster's hosts (benchmarks/topology.py),
      "plan": {"preset", "repeats", "retries", "duration_s", "warmup_s", "experiments": [...]},
      "points": [{"key", "spec", "experiments", "kinds", "status", "reason", "client_bound",
                  "repeats_wanted", "repeats_valid",
@@ -24,9 +25,7 @@ leaves the file as it was after its last complete run, and ``--resume`` continue
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ import numpy as np
 from benchmarks.experiments import SweepPlan, plan_to_json
 from benchmarks.names import check_safe_name
 from benchmarks.stats import median_interval
+from benchmarks.topology import LOCAL, SweepTopology
 from muxlab.atomic import write_json_atomic, write_text_atomic
 from muxlab.errors import UsageError
 
@@ -98,6 +98,8 @@ class RunResult:
     snapshot_lags_s: tuple[float, float] | None = None  # phase line -> server snapshot
     parent_cpu: float | None = None  # the load generator's runner process (schema 2)
     load_schema: int = 1
+    # Connections the server accepted in all, from its final counters (None: not counted).
+    server_connections_accepted: int | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,11 @@ class ResultsFile:
     def path(self) -> Path:
         return self.run_dir / RESULTS_NAME
 
+    @property
+    def topology(self) -> SweepTopology:
+        """Where the sweep ran; local for a file written before the field existed."""
+        return SweepTopology.from_json(self.data.get("topology"))
+
     @classmethod
     def create(
         cls,
@@ -171,6 +178,7 @@ class ResultsFile:
         pinning: dict[str, Any],
         notes: list[str],
         provenance: dict[str, Any] | None = None,
+        topology: SweepTopology = LOCAL,
     ) -> ResultsFile:
         started = now_iso()
         data: dict[str, Any] = {
@@ -187,6 +195,7 @@ class ResultsFile:
             "environment": environment,
             "provenance": provenance or {},
             "pinning": pinning,
+            "topology": topology.to_json(),
             "plan": plan_to_json(plan),
             "points": [
                 {
@@ -261,6 +270,8 @@ class ResultsFile:
 
     def write_csv(self) -> list[Path]:
         """``results.csv`` (one row per point) and ``repeats.csv`` (one per attempt)."""
+        from benchmarks.results_csv import repeats_csv, results_csv  # it reads METRICS here
+
         paths = [self.run_dir / CSV_NAME, self.run_dir / REPEATS_CSV_NAME]
         write_text_atomic(paths[0], results_csv(self.data))
         write_text_atomic(paths[1], repeats_csv(self.data))
@@ -323,104 +334,11 @@ def read_results_json(path: Path) -> dict[str, Any]:
         # Experiment names become chart file names: refuse a file that would write
         # elsewhere (issue 9).
         check_safe_name("experiment name", str(experiment.get("name")))
+    try:
+        SweepTopology.from_json(data.get("topology"))
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}") from None
     return data
-
-
-def results_csv(data: dict[str, Any]) -> str:
-    """One row per point: parameters, status, flags, repeat counts, and per metric the
-    median, min, max, bootstrap 95% interval of the median, and quartiles (valid repeats)."""
-    spec_fields = ["impl", "protocol", "connections", "idle", "msg_bytes", "pipeline"]
-    metric_fields = [f"{m}_{s}" for m in METRICS for s in SUMMARY_FIELDS]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        [
-            "key",
-            "experiments",
-            *spec_fields,
-            "status",
-            "reason",
-            "client_bound",
-            "repeats",
-            "invalid_repeats",
-            "client_errors",
-            *metric_fields,
-        ]
-    )
-    for record in data["points"]:
-        summary = record.get("summary") or {}
-        values = []
-        for metric in METRICS:
-            stats = summary.get(metric) or {}
-            values += [_csv_number(stats.get(s)) for s in SUMMARY_FIELDS]
-        valid = valid_runs(record)
-        writer.writerow(
-            [
-                record["key"],
-                " ".join(record["experiments"]),
-                *(record["spec"][f] for f in spec_fields),
-                record["status"],
-                record["reason"] or "",
-                int(record["client_bound"]),
-                len(valid),
-                len(record["repeats"]) - len(valid),
-                sum(error_count(run) for run in record["repeats"]),
-                *values,
-            ]
-        )
-    return out.getvalue()
-
-
-def repeats_csv(data: dict[str, Any]) -> str:
-    """One row per attempt of every point: whether it counted, why not, its error counts."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        [
-            "key",
-            "repeat",
-            "attempt",
-            "status",
-            "reason",
-            "client_errors",
-            "errors_by_kind",
-            "loadgen_status",
-            "client_bound",
-            "rps",
-            "cpu_us_per_request",
-        ]
-    )
-    for record in data["points"]:
-        for run in record["repeats"]:
-            metrics = run.get("metrics") or {}
-            errors = run.get("errors") or {}
-            writer.writerow(
-                [
-                    record["key"],
-                    run["repeat"],
-                    run.get("attempt", 1),
-                    "valid" if run.get("valid", True) else "invalid",
-                    "; ".join(run.get("problems", ())),
-                    error_count(run),
-                    " ".join(f"{kind}={count}" for kind, count in sorted(errors.items())),
-                    run.get("loadgen_status", ""),
-                    int(bool(run.get("client_bound"))),
-                    _csv_number(metrics.get("rps")),
-                    _csv_number(metrics.get("cpu_us_per_request")),
-                ]
-            )
-    return out.getvalue()
-
-
-def error_count(run: dict[str, Any]) -> int:
-    return sum(int(v) for v in (run.get("errors") or {}).values())
-
-
-def _csv_number(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"
-
-
-# -- validation ------------------------------------------------------------------------
 
 
 def consistency_problems(record: dict[str, Any]) -> list[str]:

@@ -19,6 +19,10 @@ Order: within an experiment, repeats run round-robin over its points (repeat 1 o
 point, then repeat 2, ...), so a slow drift of the machine (another job, thermal
 throttling) lands on every implementation alike instead of on the last one measured.
 
+With ``--cluster`` (:mod:`benchmarks.cluster_sweep`) step 1 starts the server on its host
+through Dask and step 2 runs the load over the cluster's client hosts; the rest is the
+same.
+
 The results file is rewritten after every run, so Ctrl-C keeps every finished run and
 ``--resume`` picks up at the first unsettled repeat slot, in the same order.
 """
@@ -28,9 +32,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm import tqdm
 
@@ -44,7 +49,7 @@ from benchmarks.results import (
     slot_settled,
 )
 from benchmarks.validity import RepeatEvidence, repeat_problems, rules_for
-from loadgen.child import LOAD_COMMAND, LoadChildError, run_load_in_child
+from loadgen.child import LOAD_COMMAND, ChildRun, LoadChildError, run_load_in_child
 from loadgen.config import LoadConfig, load_protocol
 from loadgen.phase_lines import Phase
 from loadgen.result import EXIT_INTERRUPTED, SCHEMA_VERSION, LoadResult
@@ -52,6 +57,9 @@ from servers import registry
 from servers.process import ServerProcessError
 from servers.protocols import HTTP_OK
 from servers.registry import ServerRequest
+
+if TYPE_CHECKING:
+    from benchmarks.cluster_sweep import ClusterSession
 
 LOADGEN = LOAD_COMMAND  # what --loadgen replaces: a program with muxlab load's options
 # Counters whose difference between the two snapshots means "work done in the window".
@@ -98,11 +106,13 @@ class ServerUnderTest(Protocol):
 @dataclass(frozen=True)
 class SweepConfig:
     run_dir: Path
-    server_cpu: int
+    server_cpu: int | None
     client_cpus: tuple[int, ...]
     loadgen: tuple[str, ...] = LOADGEN
     timeout_s: float = 5.0
     progress: bool = False
+    # --cluster: the server on its host and the load from the client hosts; None: here.
+    cluster: ClusterSession | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,7 @@ def unavailable_reason(point: PointSpec) -> str | None:
     return registry.get(point.impl).unavailable_reason(point.protocol)
 
 
-def make_server(point: PointSpec, cpu: int, log_path: Path | None = None) -> ServerUnderTest:
+def make_server(point: PointSpec, cpu: int | None, log_path: Path | None = None) -> ServerUnderTest:
     """The point's server, not started, as its registry entry starts it."""
     request = ServerRequest(
         point.protocol, cpu, point.total_connections, log_path, tuple(point.server_args())
@@ -150,7 +160,7 @@ def load_config(
         protocol=load_protocol(point.protocol),
         connections=point.connections,
         idle=point.idle,
-        processes=len(config.client_cpus),
+        processes=len(config.client_cpus) or 1,
         cpus=config.client_cpus,
         duration_s=plan.duration_s,
         warmup_s=plan.warmup_s,
@@ -187,7 +197,11 @@ def run_point_once(
     json_path.parent.mkdir(parents=True, exist_ok=True)
     started_at = now_iso()
     log_path = config.run_dir / "servers" / f"{stem}.log"
-    server = make_server(point, config.server_cpu, log_path)
+    server = (
+        make_server(point, config.server_cpu, log_path)
+        if config.cluster is None
+        else config.cluster.make_server(point, config.server_cpu, log_path)
+    )
     snapshots: dict[Phase, Snapshot] = {}
 
     def on_phase(phase: Phase) -> None:
@@ -203,12 +217,7 @@ def run_point_once(
             raise PointFailed(f"server did not start: {exc}") from None
         host, port = server.address
         load = load_config(point, plan, config, host, port)
-        try:
-            child = run_load_in_child(load, json_path, on_phase,
-                                      deadline_s=run_budget_s(point, plan, config),
-                                      command=config.loadgen)  # fmt: skip
-        except LoadChildError as exc:
-            raise PointFailed(str(exc)) from None
+        child = run_load(point, plan, config, load, json_path, on_phase)
         if child.status == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
         before, after = snapshots.get("measure"), snapshots.get("end")
@@ -221,6 +230,25 @@ def run_point_once(
     run = build_result(point, repeat, started_at, child.status, json_rel, before, after, final,
                        child.result)  # fmt: skip
     return judge(replace(run, attempt=attempt), point, child.result, kinds)
+
+
+def run_load(
+    point: PointSpec,
+    plan: SweepPlan,
+    config: SweepConfig,
+    load: LoadConfig,
+    json_path: Path,
+    on_phase: Callable[[Phase], None],
+) -> ChildRun:
+    """The run's load: from the cluster's client hosts, or ``muxlab load`` in a child."""
+    if config.cluster is not None:
+        return config.cluster.run_load(load, json_path, on_phase)
+    try:
+        return run_load_in_child(load, json_path, on_phase,
+                                 deadline_s=run_budget_s(point, plan, config),
+                                 command=config.loadgen)  # fmt: skip
+    except LoadChildError as exc:
+        raise PointFailed(str(exc)) from None
 
 
 def run_budget_s(point: PointSpec, plan: SweepPlan, config: SweepConfig) -> float:
@@ -291,6 +319,11 @@ def build_result(
         snapshot_lags_s=(before.lag_s, after.lag_s),
         parent_cpu=load.parent_cpu,
         load_schema=SCHEMA_VERSION,
+        server_connections_accepted=(
+            int(final["connections_accepted"])
+            if final and "connections_accepted" in final
+            else None
+        ),
     )
 
 

@@ -135,7 +135,15 @@ def connect(cluster: str) -> Iterator[distributed.Client]:
 
 
 def live_workers(client: distributed.Client) -> dict[str, dict[str, Any]]:
-    workers: dict[str, dict[str, Any]] = client.scheduler_info(n_workers=-1)["workers"]
+    """The scheduler's worker table, asked afresh. Not ``Client.scheduler_info()``: it
+    returns the client's cached identity, which the client's own periodic refresh
+    (``n_workers=0``) replaces with an empty worker table at any moment, so a host would
+    look lost when it is not."""
+    scheduler = client.scheduler
+    if scheduler is None:  # only before connecting or after closing
+        raise SetupError("the Dask client has no scheduler connection")
+    identity: dict[str, Any] = client.sync(scheduler.identity, n_workers=-1)
+    workers: dict[str, dict[str, Any]] = identity["workers"]
     return workers
 
 
@@ -374,37 +382,63 @@ class _Run:
         return outcomes
 
 
+def max_skew_ns_of(max_skew_ms: float) -> int:
+    """``--max-skew-ms`` in ns; :class:`UsageError` unless positive."""
+    if max_skew_ms <= 0:
+        raise UsageError(f"--max-skew-ms must be > 0, not {max_skew_ms}")
+    return round(max_skew_ms * 1e6)
+
+
 def run_cluster_load(
     config: LoadConfig, cluster: str, max_skew_ms: float, on_phase: PhaseCallback | None = None
 ) -> ClusterResult:
     """One load run over every worker of the Dask cluster ``cluster`` (see module doc);
     ``on_phase("measure")``/``on_phase("end")`` as for :func:`loadgen.runner.run_load`."""
-    # --cpus name CPUs of the client hosts, not of this machine: each host checks its own.
-    validate(replace(config, cpus=()))
-    if max_skew_ms <= 0:
-        raise UsageError(f"--max-skew-ms must be > 0, not {max_skew_ms}")
-    max_skew_ns = round(max_skew_ms * 1e6)
+    validate(replace(config, cpus=()))  # before connecting: a usage error costs no cluster
+    max_skew_ns = max_skew_ns_of(max_skew_ms)
     with connect(cluster) as client:
         hosts = list_hosts(client, cluster)
-        check_reachable_target(config, hosts)
-        clocks = measure_clocks(client, hosts)
-        skew = check_skew(hosts, clocks, max_skew_ns)
-        run = _Run(client, hosts, config)
-        run.submit()
-        try:
-            run.wait_ready(time.monotonic_ns() + round(ready_allowance_s(config) * 1e9))
-        except KeyboardInterrupt:
-            run.call_off()
-            raise
-        lead_ns = max(MIN_START_LEAD_NS, 20 * max(c.uncertainty_ns for c in clocks.values()))
-        start_wall_ns = run.publish_start(lead_ns)
-        # The agreed start in our own monotonic clock, for the phase lines and deadlines.
-        phases = Phases.starting_at(
-            time.monotonic_ns() + start_wall_ns - time.time_ns(), config.warmup_s, config.duration_s
-        )
-        grace_s = config.timeout_s + REPORT_ALLOWANCE_S + DASK_ALLOWANCE_S
-        deadline_ns = phases.end_ns + round(grace_s * 1e9)
+        return run_on_hosts(client, cluster, hosts, config, max_skew_ns, on_phase)
+
+
+def run_on_hosts(
+    client: distributed.Client,
+    cluster: str,
+    hosts: Sequence[Host],
+    config: LoadConfig,
+    max_skew_ns: int,
+    on_phase: PhaseCallback | None = None,
+) -> ClusterResult:
+    """One load run over ``hosts`` (workers of ``client``'s cluster), as
+    :func:`run_cluster_load`; a sweep calls it once per run on the client it keeps open."""
+    # --cpus name CPUs of the client hosts, not of this machine: each host checks its own.
+    validate(replace(config, cpus=()))
+    check_reachable_target(config, hosts)
+    clocks = measure_clocks(client, hosts)
+    skew = check_skew(hosts, clocks, max_skew_ns)
+    run = _Run(client, hosts, config)
+    run.submit()
+    try:
+        run.wait_ready(time.monotonic_ns() + round(ready_allowance_s(config) * 1e9))
+    except KeyboardInterrupt:
+        run.call_off()
+        raise
+    lead_ns = max(MIN_START_LEAD_NS, 20 * max(c.uncertainty_ns for c in clocks.values()))
+    start_wall_ns = run.publish_start(lead_ns)
+    # The agreed start in our own monotonic clock, for the phase lines and deadlines.
+    phases = Phases.starting_at(
+        time.monotonic_ns() + start_wall_ns - time.time_ns(), config.warmup_s, config.duration_s
+    )
+    grace_s = config.timeout_s + REPORT_ALLOWANCE_S + DASK_ALLOWANCE_S
+    deadline_ns = phases.end_ns + round(grace_s * 1e9)
+    try:
         outcomes = run.collect(deadline_ns, phases, on_phase)
+    except BaseException:
+        # on_phase failed (a sweep's server snapshot) or Ctrl-C: the hosts' tasks are
+        # released, not left holding their workers' one thread for the next run.
+        with contextlib.suppress(Exception):
+            client.cancel(list(run.futures.values()))
+        raise
     host_outcomes = tuple(
         HostOutcome(
             name=host.name,

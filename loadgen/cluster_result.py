@@ -2,8 +2,9 @@
 
 Every host runs its share of the connections as an ordinary ``muxlab load`` run and sends
 back its :class:`LoadResult`, whose histograms are in HdrHistogram's standard compressed
-encoding. Here they are decoded and added (``merge_encoded``): the merged percentiles are
-those of every latency recorded on every host, not an average of per-host percentiles.
+encoding. Here they are decoded and added by ``loadgen.result.merge_parts``, the merge that
+also adds up one run's workers: the merged percentiles are those of every latency recorded
+on every host, not an average of per-host percentiles.
 Counts add up; ``per_second`` adds second by second, which is meaningful because all hosts
 opened their window at the same agreed moment (``loadgen.cluster``).
 
@@ -22,8 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.config import LoadConfig
-from loadgen.recording import LatencySummary, encode, merge_encoded
-from loadgen.result import ConnectionCounts, LoadResult, OpenLoopCounts
+from loadgen.result import LoadResult, Part, merge_parts
 
 # errors[...] keys a cluster run adds to the ones a single host reports.
 HOST_LOST = "host_lost"
@@ -119,68 +119,21 @@ class ClusterResult:
 def merge_host_results(
     config: LoadConfig, environment: dict[str, Any], hosts: Sequence[HostOutcome]
 ) -> LoadResult:
-    """The hosts' results as one: sums, histograms decoded and added, failures named."""
+    """The hosts' results as one (``loadgen.result.merge_parts``, as a run's workers are
+    merged), with every host's processes counted and its failures named."""
     results = [h.result for h in hosts if h.result is not None]
-    errors: Counter[str] = Counter(h.error_kind for h in hosts if h.error_kind)
-    for result in results:
-        errors.update(result.errors)
-    seconds = max((len(r.per_second) for r in results), default=0)
-    per_second = [sum(r.per_second[i] for r in results if i < len(r.per_second))
-                  for i in range(seconds)]  # fmt: skip
-    duration_s = max((r.duration_s for r in results), default=0.0)
-    histogram = merge_encoded(r.histogram for r in results)
-    uncorrected = (
-        merge_encoded(r.histogram_uncorrected for r in results if r.histogram_uncorrected)
-        if config.open_loop
-        else None
-    )
+    host_errors: Counter[str] = Counter(h.error_kind for h in hosts if h.error_kind)
     failures = [f"host {h.name} ({h.address}): {h.failure}" for h in hosts if h.failure]
     failures += [f"host {h.name}: {f}" for h in hosts if h.result
                  for f in h.result.worker_failures]  # fmt: skip
-    return LoadResult(
-        config=dataclasses.replace(
-            config, processes=sum(r.config.processes or 0 for r in results) or None
-        ),
-        environment=environment,
-        requests_ok=sum(r.requests_ok for r in results),
-        requests_total=sum(r.requests_total for r in results),
-        errors=dict(errors),
-        duration_s=duration_s,
-        bytes_sent=sum(r.bytes_sent for r in results),
-        bytes_received=sum(r.bytes_received for r in results),
-        per_second=tuple(per_second),
-        client_cpu=tuple(u for r in results for u in r.client_cpu),
+    processes = sum(r.config.processes or 0 for r in results) or None
+    return merge_parts(
+        dataclasses.replace(config, processes=processes),
+        environment,
+        [Part.of_result(r) for r in results],
+        dict(host_errors),
+        failures,
+        interrupted=any(r.interrupted for r in results),
         # The busiest host's runner: the one that could limit the run.
         parent_cpu=max((r.parent_cpu for r in results), default=0.0),
-        connections=ConnectionCounts(
-            active=sum(r.connections.active for r in results),
-            idle=sum(r.connections.idle for r in results),
-            idle_open_at_end=sum(r.connections.idle_open_at_end for r in results),
-            connect_errors=sum(r.connections.connect_errors for r in results),
-        ),
-        latency=LatencySummary.of(histogram),
-        latency_uncorrected=LatencySummary.of(uncorrected) if uncorrected is not None else None,
-        histogram=encode(histogram),
-        histogram_uncorrected=encode(uncorrected) if uncorrected is not None else None,
-        interrupted=any(r.interrupted for r in results),
-        worker_failures=tuple(failures),
-        reconnects=sum(r.reconnects for r in results),
-        open_loop=_open_loop(config, results, duration_s),
-    )
-
-
-def _open_loop(
-    config: LoadConfig, results: Sequence[LoadResult], duration_s: float
-) -> OpenLoopCounts | None:
-    if config.rate_rps is None:
-        return None
-    counts = [r.open_loop for r in results if r.open_loop is not None]
-    return OpenLoopCounts(
-        offered_rps=config.rate_rps,
-        due=sum(c.due for c in counts),
-        sent=sum(c.sent for c in counts),
-        answered=sum(c.answered for c in counts),
-        late=sum(c.late for c in counts),
-        refused=sum(c.refused for c in counts),
-        duration_s=duration_s,
     )

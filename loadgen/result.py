@@ -227,6 +227,50 @@ def _count(encoded: str | None) -> int:
     return merge_encoded([encoded]).get_total_count() if encoded else 0
 
 
+@dataclass(frozen=True)
+class Part:
+    """What one worker (or one host's whole run) adds to a merged result: counts and the
+    seconds add up, histograms are decoded and added, the window is the longest."""
+
+    requests_ok: int
+    requests_total: int
+    errors: dict[str, int]
+    window_s: float
+    bytes_sent: int
+    bytes_received: int
+    per_second: tuple[int, ...]
+    client_cpu: tuple[float, ...]
+    connections: ConnectionCounts
+    histogram: str
+    histogram_uncorrected: str | None
+    reconnects: int
+    slots: SlotCounts | None
+
+    @classmethod
+    def of_report(cls, report: WorkerReport) -> Part:
+        cpu = report.cpu_s / (report.cpu_wall_ns / 1e9) if report.cpu_wall_ns else 0.0
+        return cls(
+            report.requests_ok, report.requests_total, report.errors, report.window_ns / 1e9,
+            report.bytes_sent, report.bytes_received, tuple(report.per_second), (cpu,),
+            ConnectionCounts(report.active_connected, report.idle_connected,
+                             report.idle_open_at_end, report.connect_errors),
+            report.histogram, report.histogram_uncorrected, report.reconnects, report.slots,
+        )  # fmt: skip
+
+    @classmethod
+    def of_result(cls, result: LoadResult) -> Part:
+        counts = result.open_loop
+        slots = None if counts is None else SlotCounts(
+            counts.due, counts.sent, counts.answered, counts.late, counts.refused
+        )  # fmt: skip
+        return cls(
+            result.requests_ok, result.requests_total, result.errors, result.duration_s,
+            result.bytes_sent, result.bytes_received, result.per_second, result.client_cpu,
+            result.connections, result.histogram, result.histogram_uncorrected,
+            result.reconnects, slots,
+        )  # fmt: skip
+
+
 def merge_reports(
     config: LoadConfig,
     environment: dict[str, Any],
@@ -237,37 +281,52 @@ def merge_reports(
     parent_cpu: float = 0.0,
 ) -> LoadResult:
     """Sum the workers' counts and add their histograms: exact, nothing is resampled."""
+    parts = [Part.of_report(r) for r in reports]
+    return merge_parts(config, environment, parts, extra_errors, worker_failures, interrupted,
+                       parent_cpu)  # fmt: skip
+
+
+def merge_parts(
+    config: LoadConfig,
+    environment: dict[str, Any],
+    parts: Sequence[Part],
+    extra_errors: dict[str, int],
+    worker_failures: Sequence[str],
+    interrupted: bool,
+    parent_cpu: float,
+) -> LoadResult:
+    """The one merge: a run's workers (:func:`merge_reports`) and a cluster run's hosts
+    (``loadgen.cluster_result``) alike. ``per_second`` adds second by second, meaningful
+    because every part's window opened at the same moment."""
     errors: Counter[str] = Counter(extra_errors)
-    for report in reports:
-        errors.update(report.errors)
-    seconds = max((len(r.per_second) for r in reports), default=0)
+    for part in parts:
+        errors.update(part.errors)
+    seconds = max((len(p.per_second) for p in parts), default=0)
     per_second = [0] * seconds
-    for report in reports:
-        for i, count in enumerate(report.per_second):
+    for part in parts:
+        for i, count in enumerate(part.per_second):
             per_second[i] += count
-    duration_s = max((r.window_ns for r in reports), default=0) / 1e9
-    histogram = merge_encoded(r.histogram for r in reports)
-    uncorrected = [r.histogram_uncorrected for r in reports if r.histogram_uncorrected]
+    duration_s = max((p.window_s for p in parts), default=0.0)
+    histogram = merge_encoded(p.histogram for p in parts)
+    uncorrected = [p.histogram_uncorrected for p in parts if p.histogram_uncorrected]
     histogram_uncorrected = merge_encoded(uncorrected) if config.open_loop else None
     return LoadResult(
         config=config,
         environment=environment,
-        requests_ok=sum(r.requests_ok for r in reports),
-        requests_total=sum(r.requests_total for r in reports),
+        requests_ok=sum(p.requests_ok for p in parts),
+        requests_total=sum(p.requests_total for p in parts),
         errors=dict(errors),
         duration_s=duration_s,
-        bytes_sent=sum(r.bytes_sent for r in reports),
-        bytes_received=sum(r.bytes_received for r in reports),
+        bytes_sent=sum(p.bytes_sent for p in parts),
+        bytes_received=sum(p.bytes_received for p in parts),
         per_second=tuple(per_second),
-        client_cpu=tuple(
-            r.cpu_s / (r.cpu_wall_ns / 1e9) if r.cpu_wall_ns else 0.0 for r in reports
-        ),
+        client_cpu=tuple(u for p in parts for u in p.client_cpu),
         parent_cpu=parent_cpu,
         connections=ConnectionCounts(
-            active=sum(r.active_connected for r in reports),
-            idle=sum(r.idle_connected for r in reports),
-            idle_open_at_end=sum(r.idle_open_at_end for r in reports),
-            connect_errors=sum(r.connect_errors for r in reports),
+            active=sum(p.connections.active for p in parts),
+            idle=sum(p.connections.idle for p in parts),
+            idle_open_at_end=sum(p.connections.idle_open_at_end for p in parts),
+            connect_errors=sum(p.connections.connect_errors for p in parts),
         ),
         latency=LatencySummary.of(histogram),
         latency_uncorrected=(
@@ -279,17 +338,17 @@ def merge_reports(
         ),
         interrupted=interrupted,
         worker_failures=tuple(worker_failures),
-        reconnects=sum(r.reconnects for r in reports),
-        open_loop=_open_loop_counts(config, reports, duration_s),
+        reconnects=sum(p.reconnects for p in parts),
+        open_loop=_open_loop_counts(config, parts, duration_s),
     )
 
 
 def _open_loop_counts(
-    config: LoadConfig, reports: Sequence[WorkerReport], duration_s: float
+    config: LoadConfig, parts: Sequence[Part], duration_s: float
 ) -> OpenLoopCounts | None:
     if config.rate_rps is None:
         return None
-    slots = [r.slots for r in reports if r.slots is not None]
+    slots = [p.slots for p in parts if p.slots is not None]
     total = SlotCounts(*(sum(getattr(s, f.name) for s in slots)
                          for f in dataclasses.fields(SlotCounts)))  # fmt: skip
     return OpenLoopCounts(config.rate_rps, total.due, total.sent, total.answered,

@@ -3,7 +3,8 @@
 # hosts on a bridge, a Dask scheduler on the server host and one Dask worker on each client
 # host, so that `muxlab load --cluster` can be tried (and tested) without a second machine.
 #
-#   scripts/netns-lab.sh up   [--name LAB] [--delay MS]   create, start (idempotent)
+#   scripts/netns-lab.sh up   [--name LAB] [--delay MS] [--server-worker]
+#                                                         create, start (idempotent)
 #   scripts/netns-lab.sh down [--name LAB]                stop, remove (idempotent)
 #
 # Layout (LAB defaults to "mxl"; a distinct --name lets several labs run side by side):
@@ -11,6 +12,9 @@
 #   namespace LAB-srv  198.18.0.1/24, the Dask scheduler on tcp://198.18.0.1:8786
 #   namespace LAB-c1   198.18.0.2/24, Dask worker "client1"
 #   namespace LAB-c2   198.18.0.3/24, Dask worker "client2"
+# --server-worker adds a Dask worker "server" in LAB-srv, so that `muxlab sweep --cluster
+# tcp://198.18.0.1:8786 --server-host server` starts each point's server there, through
+# Dask (a `muxlab load --cluster` on that lab would send load from it too).
 # 198.18.0.0/15 is the block RFC 2544 sets aside for benchmarks: it clashes with nothing,
 # and nothing here has a route out, so all traffic stays inside these namespaces (the
 # bridge is in its own namespace, not the root one). Run the server and `muxlab load` in
@@ -28,7 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: scripts/netns-lab.sh up|down [--name LAB] [--delay MS]" >&2
+  echo "usage: scripts/netns-lab.sh up|down [--name LAB] [--delay MS] [--server-worker]" >&2
   exit 2
 }
 
@@ -42,10 +46,12 @@ action=$1
 shift
 lab=mxl
 delay_ms=
+server_worker=-
 while [ $# -gt 0 ]; do
   case $1 in
     --name) [ $# -ge 2 ] || usage; lab=$2; shift 2 ;;
     --delay) [ $# -ge 2 ] || usage; delay_ms=$2; shift 2 ;;
+    --server-worker) server_worker=server; shift ;;
     *) usage ;;
   esac
 done
@@ -61,7 +67,7 @@ bridge_ns=$lab-br
 server_ns=$lab-srv
 scheduler=tcp://198.18.0.1:8786
 # host namespace, its address, its Dask worker name (none for the server host)
-hosts=("$server_ns 198.18.0.1 -" "$lab-c1 198.18.0.2 client1" "$lab-c2 198.18.0.3 client2")
+hosts=("$server_ns 198.18.0.1 $server_worker" "$lab-c1 198.18.0.2 client1" "$lab-c2 198.18.0.3 client2")
 
 ns_exists() { [ -e "/run/netns/$1" ]; }
 
@@ -116,15 +122,19 @@ up() {
     start "$worker" "$ns" -m distributed.cli.dask_worker "$scheduler" --no-nanny \
       --nthreads 1 --name "$worker" --host "$addr" --no-dashboard
   done
-  # Ready means both workers registered with the scheduler (60 s bound: interpreter
+  local workers=2
+  [ "$server_worker" = - ] || workers=3
+  # Ready means every worker registered with the scheduler (60 s bound: interpreter
   # start-ups on a loaded machine).
   ip netns exec "$server_ns" "$python" -c "
 import distributed
 with distributed.Client('$scheduler', timeout='60s') as client:
-    client.wait_for_workers(2, timeout=60)
+    client.wait_for_workers($workers, timeout=60)
 " >/dev/null 2>&1 || die "the Dask workers did not register within 60 s; logs in $state"
+  local also=
+  [ "$server_worker" = - ] || also=", server ($server_ns)"
   echo "netns-lab: $lab up: scheduler $scheduler in $server_ns; workers client1 ($lab-c1)," \
-    "client2 ($lab-c2)${delay_ms:+; ${delay_ms} ms netem delay}"
+    "client2 ($lab-c2)$also${delay_ms:+; ${delay_ms} ms netem delay}"
 }
 
 stop_pid() {

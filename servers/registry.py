@@ -97,6 +97,8 @@ class ServerRequest:
     # ``muxlab serve`` options of a point's variant (``--et-drain short-read``); only a
     # muxlab backend takes them.
     extra_args: tuple[str, ...] = ()
+    # The address it listens on: loopback, or the one client hosts reach (--cluster).
+    host: str = "127.0.0.1"
 
 
 StartedServer = ServerProcess | NginxServer
@@ -163,7 +165,11 @@ def serve(name: str) -> Callable[[ServerRequest], StartedServer]:
 
     def start(request: ServerRequest) -> StartedServer:
         return ServerProcess(
-            name, request.protocol, cpu=request.cpu, extra_args=list(request.extra_args)
+            name,
+            request.protocol,
+            host=request.host,
+            cpu=request.cpu,
+            extra_args=list(request.extra_args),
         )
 
     return start
@@ -176,6 +182,7 @@ def python_peer(name: str) -> Callable[[ServerRequest], StartedServer]:
         return ServerProcess(
             name,
             request.protocol,
+            host=request.host,
             cpu=request.cpu,
             command=("-m", "servers.peers"),
             impl_option="--impl",
@@ -192,6 +199,7 @@ NGINX_SPARE_CONNECTIONS = 100
 def nginx(request: ServerRequest) -> StartedServer:
     return NginxServer(
         request.protocol,
+        host=request.host,
         cpu=request.cpu,
         connections=request.connections + NGINX_SPARE_CONNECTIONS,
         log_path=request.log_path,

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -116,10 +117,44 @@ def local_dask(
             proc.wait()
 
 
-def netns_lab(action: str, name: str, state: Path) -> subprocess.CompletedProcess[str]:
+def netns_lab(
+    action: str, name: str, state: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MUXLAB_PYTHON": sys.executable, "MUXLAB_NETNS_STATE": str(state)}
-    return subprocess.run(["bash", str(NETNS_LAB), action, "--name", name], env=env,
+    return subprocess.run(["bash", str(NETNS_LAB), action, "--name", name, *options], env=env,
                           capture_output=True, text=True, timeout=180)  # fmt: skip
+
+
+class NetnsLab:
+    """One lab of scripts/netns-lab.sh, under a unique name so that parallel runs (and
+    other helpers' labs) do not clash."""
+
+    def __init__(self, state: Path, prefix: str) -> None:
+        self.name = f"{prefix}{uuid.uuid4().hex[:7]}"
+        self.state = state
+        self.server_ns = f"{self.name}-srv"
+
+    def namespaces(self) -> list[str]:
+        return [n for n in os.listdir("/run/netns") if n.startswith(f"{self.name}-")]
+
+    def worker_pid(self, worker: str) -> int:
+        return int((self.state / f"muxlab-netns-{self.name}" / f"{worker}.pid").read_text())
+
+
+@contextlib.contextmanager
+def running_lab(state: Path, prefix: str, *options: str) -> Iterator[NetnsLab]:
+    """A lab up (``netns-lab.sh up`` with ``options``) for the block, down after it
+    whatever happened; skipped with the reason when it cannot run here."""
+    require_netns()
+    require_distributed()
+    lab = NetnsLab(state, prefix)
+    try:
+        up = netns_lab("up", lab.name, state, *options)
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield lab
+    finally:
+        down = netns_lab("down", lab.name, state)
+        assert down.returncode == 0, down.stderr
 
 
 def require_netns() -> None:

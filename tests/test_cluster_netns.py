@@ -14,20 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from loadgen.phase_lines import phase_line
-from tests.cluster_lab import (
-    netns_lab,
-    require_distributed,
-    require_netns,
-    serve_in_netns,
-    wait_for_line,
-)
+from tests.cluster_lab import NetnsLab, netns_lab, running_lab, serve_in_netns, wait_for_line
 
 PHASE_MEASURE = phase_line("measure")
 pytestmark = pytest.mark.timeout(600)
@@ -37,39 +30,20 @@ SCHEDULER = f"tcp://{SERVER}:8786"
 CONNECTIONS = 4
 
 
-class Lab:
-    def __init__(self, state: Path) -> None:
-        self.name = f"t{uuid.uuid4().hex[:7]}"
-        self.state = state
-        self.server_ns = f"{self.name}-srv"
-
-    def namespaces(self) -> list[str]:
-        return [n for n in os.listdir("/run/netns") if n.startswith(f"{self.name}-")]
-
-    def worker_pid(self, worker: str) -> int:
-        return int((self.state / f"muxlab-netns-{self.name}" / f"{worker}.pid").read_text())
-
-    def load_argv(self, out: Path, duration_s: float) -> list[str]:
-        return ["ip", "netns", "exec", self.server_ns, sys.executable, "-m", "muxlab", "load",
-                "--host", SERVER, "--port", str(PORT), "--cluster", SCHEDULER,
-                "--connections", str(CONNECTIONS), "--processes", "1", "--warmup", "0.5",
-                "--duration", str(duration_s), "--json", str(out)]  # fmt: skip
+def load_argv(lab: NetnsLab, out: Path, duration_s: float) -> list[str]:
+    return ["ip", "netns", "exec", lab.server_ns, sys.executable, "-m", "muxlab", "load",
+            "--host", SERVER, "--port", str(PORT), "--cluster", SCHEDULER,
+            "--connections", str(CONNECTIONS), "--processes", "1", "--warmup", "0.5",
+            "--duration", str(duration_s), "--json", str(out)]  # fmt: skip
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    require_netns()
-    require_distributed()
-    lab = Lab(tmp_path)
-    try:
-        up = netns_lab("up", lab.name, tmp_path)
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield lab
-    finally:
-        netns_lab("down", lab.name, tmp_path)
+def lab(tmp_path: Path) -> Iterator[NetnsLab]:
+    with running_lab(tmp_path, "t") as running:
+        yield running
 
 
-def test_two_client_hosts_merge_to_the_sum_with_zero_errors(lab: Lab, tmp_path: Path) -> None:
+def test_two_client_hosts_merge_to_the_sum_with_zero_errors(lab: NetnsLab, tmp_path: Path) -> None:
     pids = [lab.worker_pid("client1"), lab.worker_pid("client2")]
     again = netns_lab("up", lab.name, tmp_path)
     assert again.returncode == 0, again.stderr
@@ -77,7 +51,7 @@ def test_two_client_hosts_merge_to_the_sum_with_zero_errors(lab: Lab, tmp_path: 
     assert sorted(lab.namespaces()) == sorted(f"{lab.name}-{s}" for s in ("br", "c1", "c2", "srv"))
     out = tmp_path / "r.json"
     with serve_in_netns(lab.server_ns, SERVER, PORT):
-        proc = subprocess.run(lab.load_argv(out, 1.5), capture_output=True, text=True,
+        proc = subprocess.run(load_argv(lab, out, 1.5), capture_output=True, text=True,
                               timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
@@ -98,11 +72,11 @@ def test_two_client_hosts_merge_to_the_sum_with_zero_errors(lab: Lab, tmp_path: 
             os.kill(pid, 0)
 
 
-def test_a_client_host_killed_mid_run_is_named(lab: Lab, tmp_path: Path) -> None:
+def test_a_client_host_killed_mid_run_is_named(lab: NetnsLab, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     with serve_in_netns(lab.server_ns, SERVER, PORT):
-        load = subprocess.Popen([*lab.load_argv(out, 8.0), "--phase-lines"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        argv = [*load_argv(lab, out, 8.0), "--phase-lines"]
+        load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             # The window is open on both hosts when client2's worker dies.
             wait_for_line(load, PHASE_MEASURE, timeout_s=240)

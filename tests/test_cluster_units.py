@@ -171,13 +171,19 @@ def test_cluster_without_dask_is_one_line_saying_how_to_install(
 
 
 class SchedulerWithWorkers:
-    """What list_hosts reads of a Dask client: the scheduler's worker table."""
+    """What list_hosts reads of a Dask client: the scheduler's worker table, asked afresh
+    (``client.sync(client.scheduler.identity, n_workers=-1)``)."""
 
     def __init__(self, workers: dict[str, dict[str, object]]) -> None:
         self.workers = workers
+        self.scheduler = self
 
-    def scheduler_info(self, n_workers: int) -> dict[str, object]:
+    def identity(self, n_workers: int) -> dict[str, object]:
+        assert n_workers == -1  # every worker, not the first few
         return {"workers": self.workers}
+
+    def sync(self, function: Any, **kwargs: Any) -> Any:
+        return function(**kwargs)
 
 
 def test_hosts_are_named_by_worker_name_else_host_and_never_twice() -> None:
