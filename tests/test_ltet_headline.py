@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.report import headline
+from benchmarks.report_headline import headline
 from benchmarks.stats import ratio_of_medians, ratio_text, verdict
 from benchmarks.summary import SHORT_READ_GOAL, format_report, ltet_points
 
