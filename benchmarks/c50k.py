@@ -45,6 +45,7 @@ from benchmarks.hold import (
 )
 from loadgen.connection import plan_sources
 from muxlab.atomic import write_json_atomic
+from muxlab.clibase import HelpFormatter, Subparsers
 from muxlab.environment import environment, read_sysctl
 from muxlab.errors import MuxlabError, SetupError, UsageError
 from muxlab.fdbudget import (
@@ -230,9 +231,8 @@ def result_json(
     }
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[C50kSpec, Path | None]:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     default = C50kSpec()
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.c50k", description=__doc__)
     add = parser.add_argument
     add("--connections", type=int, default=default.connections, help="active + idle")
     add("--active", type=int, default=default.active, help="connections doing requests")
@@ -244,9 +244,23 @@ def parse_args(argv: Sequence[str] | None) -> tuple[C50kSpec, Path | None]:
     add("--load-processes", type=int, default=None, help="(default: fewest that fit)")
     add("--max-workers", type=int, default=default.max_workers, help="refuse plans past it")
     add("--json", type=Path, default=None, help="write the result here (atomically)")
-    args = parser.parse_args(argv)
-    spec = replace(
-        default,
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    """``muxlab c50k``: the same as ``python -m benchmarks.c50k``."""
+    parser = subparsers.add_parser(
+        "c50k",
+        help="hold 50,000 connections against multi-process servers and nginx",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run_args)
+
+
+def spec_from_args(args: argparse.Namespace) -> C50kSpec:
+    return replace(
+        C50kSpec(),
         connections=args.connections,
         active=args.active,
         duration_s=args.duration,
@@ -257,35 +271,44 @@ def parse_args(argv: Sequence[str] | None) -> tuple[C50kSpec, Path | None]:
         load_processes=args.load_processes,
         max_workers=args.max_workers,
     )
-    return spec, args.json
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    spec, json_path = parse_args(argv)
+def run_args(args: argparse.Namespace) -> int:
+    """Plan, hold against each server, write the JSON (what was measured, even after
+    Ctrl-C); a plan that does not fit raises :class:`MuxlabError` before anything runs.
+    Exit 0 only when every server held every connection with no error."""
+    spec = spec_from_args(args)
+    raise_fd_limit()  # the servers and load processes started here inherit it
+    plan = make_plan(spec)
+    print(
+        f"c50k: {spec.connections:,} connections ({spec.active} active), "
+        f"{plan.load_processes} load processes of {plan.per_load_process:,}, "
+        f"{plan.source_addresses or 1} source address(es), RLIMIT_NOFILE "
+        f"{plan.fd_hard_limit:,}",
+        flush=True,
+    )
     outcomes: list[dict[str, Any]] = []
     interrupted = False
     try:
-        raise_fd_limit()  # the servers and load processes started here inherit it
-        plan = make_plan(spec)
-        print(
-            f"c50k: {spec.connections:,} connections ({spec.active} active), "
-            f"{plan.load_processes} load processes of {plan.per_load_process:,}, "
-            f"{plan.source_addresses or 1} source address(es), RLIMIT_NOFILE "
-            f"{plan.fd_hard_limit:,}",
-            flush=True,
-        )
         with tempfile.TemporaryDirectory(prefix="muxlab-c50k-") as work_dir:
             run(spec, plan, Path(work_dir), outcomes)
-    except MuxlabError as exc:
-        print(f"c50k: error: {exc}", file=sys.stderr)
-        return exc.exit_status
     except KeyboardInterrupt:
         interrupted = True
-    if json_path is not None and outcomes:
-        write_json_atomic(json_path, result_json(spec, plan, outcomes, interrupted))
+    if args.json is not None and outcomes:
+        write_json_atomic(args.json, result_json(spec, plan, outcomes, interrupted))
     if interrupted:
         return 130
     return 0 if all(all(o["c50k"].values()) for o in outcomes) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.c50k", description=__doc__)
+    add_arguments(parser)
+    try:
+        return run_args(parser.parse_args(argv))
+    except MuxlabError as exc:
+        print(f"c50k: error: {exc}", file=sys.stderr)
+        return exc.exit_status
 
 
 if __name__ == "__main__":
