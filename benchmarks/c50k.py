@@ -130,11 +130,13 @@ def server_plan(name: str, spec: C50kSpec, fd_limit: int) -> ServerPlan:
         limit = entry.ceiling_label() if ceiling is not None and ceiling < fd_limit else None
         per = f"{budget:,} connections per process"
         per += f" (descriptor ceiling {limit})" if limit else f" (RLIMIT_NOFILE {fd_limit:,})"
-        refused = (
-            f"{spec.connections:,} connections at {per} need "
-            f"{math.ceil(spec.connections * REUSEPORT_MARGIN / budget)} workers; "
-            f"the plan allows {spec.max_workers}"
-        )
+        if share > budget:
+            refused = f"{workers} worker(s) would hold about {share:,.0f} each, above {per}"
+        else:
+            refused = (
+                f"{spec.connections:,} connections at {per} need {workers} workers; "
+                f"the plan allows {spec.max_workers}"
+            )
     return ServerPlan(name, workers, budget, refused)
 
 
