@@ -18,7 +18,9 @@ records what explains a failed ramp (issue 12, C20K):
   at the end;
 - server memory: RSS (``VmRSS``, ``proc(5)``) of the server process and its descendants,
   before the ramp and in the middle of the hold, as RSS over connections and as the growth
-  per connection.
+  per connection; and per server worker (``--workers N``: ``muxlab serve --workers N
+  --balance reuseport``, nginx with N ``reuseport`` workers), its RSS and the connections
+  it holds, which :mod:`benchmarks.c50k` checks add up to the total.
 
 Kernel counters are per network namespace and count every process in it: run in a private
 one for clean figures (``unshare -n``, root; see results/c20k/README.md). Servers run one
