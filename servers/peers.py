@@ -265,6 +265,11 @@ http {{
     # the load generator's connections live for the whole run.
     keepalive_requests 1000000000;
     keepalive_timeout 3600s;
+    # A connection that has sent no request yet is closed after client_header_timeout
+    # (60 s by default, nginx docs, http core module): the load generator's idle
+    # connections never send one, and a 60 s hold lost every one of them to it
+    # (results/c50k/README.md).
+    client_header_timeout 3600s;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
