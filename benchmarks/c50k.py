@@ -21,6 +21,9 @@ all is a one-line error before anything starts.
 Run (root, in a private network namespace: see results/c50k/README.md)::
 
     ulimit -n 20000; python -m benchmarks.c50k --json results/c50k/c50k.json
+
+``muxlab c50k`` is the same command (:mod:`benchmarks.c50k_cli`, which imports this module
+only when it runs, so other subcommands start without it).
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ import socket
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.c50k_cli import C50kSpec, add_arguments, spec_from_args
 from benchmarks.hold import (
     REUSEPORT_MARGIN,
     SYSCTLS,
@@ -45,7 +49,6 @@ from benchmarks.hold import (
 )
 from loadgen.connection import plan_sources
 from muxlab.atomic import write_json_atomic
-from muxlab.clibase import HelpFormatter, Subparsers
 from muxlab.environment import environment, read_sysctl
 from muxlab.errors import MuxlabError, SetupError, UsageError
 from muxlab.fdbudget import (
@@ -58,6 +61,9 @@ from muxlab.fdbudget import (
 from servers import registry
 
 SCHEMA_VERSION = 1
+# Load-generator processes at most: each is a Python interpreter ramping its share; past
+# this a few CPUs measure process switching more than connections.
+MAX_LOAD_PROCESSES = 8
 # What the preset holds against: every implementation that serves HTTP on its own loop,
 # as the registry names them (the Python peers are one process each).
 SERVER_KINDS: tuple[registry.ImplKind, ...] = (
@@ -65,27 +71,6 @@ SERVER_KINDS: tuple[registry.ImplKind, ...] = (
     "completion loop",
     "C reference",
 )
-# "Several" worker processes: past this a plan on a few CPUs measures process switching,
-# not a mechanism (select would need 62 at FD_SETSIZE 1024 for 50,000 connections).
-MAX_WORKERS = 8
-MAX_LOAD_PROCESSES = 8
-
-
-@dataclass(frozen=True)
-class C50kSpec:
-    """The preset's load; the defaults are C50K."""
-
-    connections: int = 50_000  # active + idle
-    active: int = 200
-    duration_s: float = 60.0
-    # Connects per second over all load processes: the hold is about errors and memory,
-    # so the ramp is gentle on a shared machine (20 s for 50,000).
-    connect_rate_cps: float = 2500.0
-    timeout_s: float = 5.0
-    servers: tuple[str, ...] = ()  # () every implementation of SERVER_KINDS
-    workers: int | None = None  # None: the fewest that fit, per server
-    load_processes: int | None = None  # None: the fewest that fit
-    max_workers: int = MAX_WORKERS
 
 
 @dataclass(frozen=True)
@@ -233,53 +218,10 @@ def result_json(
     }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    default = C50kSpec()
-    add = parser.add_argument
-    add("--connections", type=int, default=default.connections, help="active + idle")
-    add("--active", type=int, default=default.active, help="connections doing requests")
-    add("--duration", type=float, default=default.duration_s, help="hold, seconds")
-    add("--connect-rate", type=float, default=default.connect_rate_cps, help="per second")
-    add("--timeout", type=float, default=default.timeout_s, help="connect timeout, seconds")
-    add("--servers", default="", help="comma-separated (default: every backend and nginx)")
-    add("--workers", type=int, default=None, help="server workers (default: fewest that fit)")
-    add("--load-processes", type=int, default=None, help="(default: fewest that fit)")
-    add("--max-workers", type=int, default=default.max_workers, help="refuse plans past it")
-    add("--json", type=Path, default=None, help="write the result here (atomically)")
-
-
-def add_parser(subparsers: Subparsers) -> None:
-    """``muxlab c50k``: the same as ``python -m benchmarks.c50k``."""
-    parser = subparsers.add_parser(
-        "c50k",
-        help="hold 50,000 connections against multi-process servers and nginx",
-        description=__doc__,
-        formatter_class=HelpFormatter,
-    )
-    add_arguments(parser)
-    parser.set_defaults(run=run_args)
-
-
-def spec_from_args(args: argparse.Namespace) -> C50kSpec:
-    return replace(
-        C50kSpec(),
-        connections=args.connections,
-        active=args.active,
-        duration_s=args.duration,
-        connect_rate_cps=args.connect_rate,
-        timeout_s=args.timeout,
-        servers=tuple(s for s in args.servers.split(",") if s),
-        workers=args.workers,
-        load_processes=args.load_processes,
-        max_workers=args.max_workers,
-    )
-
-
-def run_args(args: argparse.Namespace) -> int:
+def run_spec(spec: C50kSpec, json_path: Path | None) -> int:
     """Plan, hold against each server, write the JSON (what was measured, even after
     Ctrl-C); a plan that does not fit raises :class:`MuxlabError` before anything runs.
     Exit 0 only when every server held every connection with no error."""
-    spec = spec_from_args(args)
     raise_fd_limit()  # the servers and load processes started here inherit it
     plan = make_plan(spec)
     print(
@@ -296,8 +238,8 @@ def run_args(args: argparse.Namespace) -> int:
             run(spec, plan, Path(work_dir), outcomes)
     except KeyboardInterrupt:
         interrupted = True
-    if args.json is not None and outcomes:
-        write_json_atomic(args.json, result_json(spec, plan, outcomes, interrupted))
+    if json_path is not None and outcomes:
+        write_json_atomic(json_path, result_json(spec, plan, outcomes, interrupted))
     if interrupted:
         return 130
     return 0 if all(all(o["c50k"].values()) for o in outcomes) else 1
@@ -306,8 +248,9 @@ def run_args(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.c50k", description=__doc__)
     add_arguments(parser)
+    args = parser.parse_args(argv)
     try:
-        return run_args(parser.parse_args(argv))
+        return run_spec(spec_from_args(args), args.json)
     except MuxlabError as exc:
         print(f"c50k: error: {exc}", file=sys.stderr)
         return exc.exit_status

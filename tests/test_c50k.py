@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import c50k
+from benchmarks.c50k_cli import C50kSpec
 from servers import registry
 from servers.registry import Style
 from tests.conftest import require_tool
@@ -34,7 +35,7 @@ def limit_20000(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("limit_20000")
 def test_plan_fits_50000_into_20000_descriptor_processes() -> None:
-    plan = c50k.make_plan(c50k.C50kSpec(servers=("epoll-lt", "nginx")))
+    plan = c50k.make_plan(C50kSpec(servers=("epoll-lt", "nginx")))
     # Load: ceil(50,000 / (20,000 - 32)) = 3 processes of 16,667 each; 28,232 ports per
     # address pair, a quarter of them per source: ceil(50,000 / 7,058) = 8 sources.
     assert (plan.load_processes, plan.per_load_process, plan.source_addresses) == (3, 16667, 8)
@@ -47,7 +48,7 @@ def test_plan_fits_50000_into_20000_descriptor_processes() -> None:
 
 @pytest.mark.usefixtures("limit_20000")
 def test_select_is_refused_from_its_registry_ceiling() -> None:
-    (select,) = c50k.make_plan(c50k.C50kSpec(servers=("select", "epoll-et"))).servers[:1]
+    (select,) = c50k.make_plan(C50kSpec(servers=("select", "epoll-et"))).servers[:1]
     assert select.refused is not None
     assert select.per_worker_budget == 1024 - 16  # FD_SETSIZE minus SELECT_RESERVE
     assert "FD_SETSIZE" in select.refused and "need 63 workers" in select.refused
@@ -60,7 +61,7 @@ def test_a_ceiling_is_read_from_the_registry_not_from_a_name() -> None:
         registry.get("select"), name="ceiling-16k", fd_ceiling=16384, style=Style("#123456", "o")
     )
     with registry.registered(entry):
-        (plan,) = c50k.make_plan(c50k.C50kSpec(servers=("ceiling-16k",))).servers
+        (plan,) = c50k.make_plan(C50kSpec(servers=("ceiling-16k",))).servers
     assert (plan.workers, plan.per_worker_budget, plan.refused) == (4, 16384 - 16, None)
 
 
