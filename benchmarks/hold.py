@@ -50,9 +50,9 @@ from typing import Any
 from benchmarks.hold_probe import (
     QueueSample,
     QueueSampler,
+    established_by_pid,
     read_kernel_counters,
     rss_kib,
-    socket_descriptors,
     tree_rss_kib,
 )
 from benchmarks.sweep import PointFailed
@@ -117,7 +117,7 @@ class WorkerSample:
 
     pid: int
     rss_kib: int
-    connections: int  # muxlab: connections_open; nginx: socket descriptors
+    connections: int  # muxlab: connections_open; nginx: established connections (ss)
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ class HoldOutcome:
     rss_growth_per_connection_bytes: float  # (held - before) / connections
     # Per server worker (the one process, or each of --workers; nginx: its workers, not
     # its master), in the middle of the hold: pid, RSS before and held, connections held
-    # (a muxlab worker's own connections_open; nginx: its socket descriptors' growth).
+    # (a muxlab worker's own connections_open; nginx: its established connections, ss).
     workers: tuple[WorkerHeld, ...]
     workers_rss_growth_per_connection_bytes: float  # (sum held - sum before) / connections
     server_log_tail: tuple[str, ...]  # its last stderr lines (nginx: error log)
@@ -203,7 +203,8 @@ def sample_workers(server: ServerProcess | NginxServer) -> list[WorkerSample]:
     its workers (``workers``, servers/multiproc.py) or it is one process; nginx's master
     holds no connection, its workers do."""
     if isinstance(server, NginxServer):
-        return [WorkerSample(p, rss_kib(p), socket_descriptors(p)) for p in server.worker_pids]
+        held = established_by_pid(server.address[1])
+        return [WorkerSample(p, rss_kib(p), held[p]) for p in server.worker_pids]
     snapshot = server.counters()
     each = snapshot.get("workers") or [{"pid": server.pid, **snapshot}]
     return [WorkerSample(w["pid"], rss_kib(w["pid"]), w["connections_open"]) for w in each]

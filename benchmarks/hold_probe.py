@@ -8,9 +8,10 @@ bound), and the memory and descriptors of server processes (``proc(5)``).
 from __future__ import annotations
 
 import contextlib
-import os
+import re
 import subprocess
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ KERNEL_COUNTERS = (
     ("Tcp", "AttemptFails"),
 )
 QUEUE_SAMPLE_S = 0.05
+_PID = re.compile(r"pid=(\d+)")
 
 
 @dataclass(frozen=True)
@@ -79,15 +81,16 @@ def tree_rss_kib(pid: int) -> int:
     return sum(rss_kib(each) for each in tree_pids(pid))
 
 
-def socket_descriptors(pid: int) -> int:
-    """How many of ``pid``'s descriptors are sockets (``/proc/PID/fd``, links named
-    ``socket:[inode]``); 0 once it is gone."""
-    count = 0
-    with contextlib.suppress(OSError):
-        for name in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                count += os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:")
-    return count
+def established_by_pid(port: int) -> Counter[int]:
+    """The established TCP connections to local ``port``, by the pid holding each
+    (``ss -tnp``, ``users:(("name",pid=N,fd=M))``). Counts only connections, never the
+    listeners or the socketpairs a server keeps for itself (nginx passes its workers'
+    channels to each other while they start)."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    return Counter(int(m.group(1)) for m in map(_PID.search, out.splitlines()) if m)
 
 
 def listener_queue(port: int) -> tuple[int, int] | None:
