@@ -18,7 +18,9 @@ records what explains a failed ramp (issue 12, C20K):
   at the end;
 - server memory: RSS (``VmRSS``, ``proc(5)``) of the server process and its descendants,
   before the ramp and in the middle of the hold, as RSS over connections and as the growth
-  per connection.
+  per connection; and per server worker (``--workers N``: ``muxlab serve --workers N
+  --balance reuseport``, nginx with N ``reuseport`` workers), its RSS and the connections
+  it holds, which :mod:`benchmarks.c50k` checks add up to the total.
 
 Kernel counters are per network namespace and count every process in it: run in a private
 one for clean figures (``unshare -n``, root; see results/c20k/README.md). Servers run one
@@ -32,7 +34,6 @@ Run: ``python -m benchmarks.hold --servers poll,epoll-et,nginx --connections 10
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import shutil
@@ -40,13 +41,20 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.hold_probe import (
+    QueueSample,
+    QueueSampler,
+    established_by_pid,
+    read_kernel_counters,
+    rss_kib,
+    tree_rss_kib,
+)
 from benchmarks.sweep import PointFailed
 from loadgen.child import LinePump, LoadChildError
 from loadgen.phase_lines import parse_phase_line
@@ -59,27 +67,12 @@ from servers.process import ServerProcess, ServerProcessError, terminate
 
 SCHEMA_VERSION = 1
 NGINX = "nginx"
-# TCP counters that tell why a connect waited or failed, with the file section they are
-# in (/proc/net/netstat "TcpExt", /proc/net/snmp "Tcp").
-KERNEL_COUNTERS = (
-    ("TcpExt", "ListenOverflows"),
-    ("TcpExt", "ListenDrops"),
-    ("TcpExt", "TCPReqQFullDrop"),
-    ("TcpExt", "TCPReqQFullDoCookies"),
-    ("TcpExt", "SyncookiesSent"),
-    ("TcpExt", "TCPSynRetrans"),
-    ("TcpExt", "TCPTimeouts"),
-    ("Tcp", "ActiveOpens"),
-    ("Tcp", "PassiveOpens"),
-    ("Tcp", "AttemptFails"),
-)
 SYSCTLS = (
     "net.core.somaxconn",
     "net.ipv4.tcp_max_syn_backlog",
     "net.ipv4.tcp_syncookies",
     "net.ipv4.ip_local_port_range",
 )
-QUEUE_SAMPLE_S = 0.05
 # Beyond the load generator's own bounds (ramp at the connect rate, warm-up, window,
 # drain timeout), allowance for spawning its workers and writing its result.
 LOAD_ALLOWANCE_S = 60.0
@@ -87,6 +80,11 @@ WARMUP_S = 0.5
 LOG_TAIL_LINES = 5
 # nginx slots beyond the connections held: its listener and the load generator's probe.
 NGINX_SPARE_SLOTS = 16
+# With several workers each listens in the port's SO_REUSEPORT group and the kernel
+# hashes each connection's addresses to one of them: the shares are binomial, a standard
+# deviation of about sqrt(n / workers), ~110 connections for 50,000 over 4. A worker is
+# planned (and nginx's worker_connections sized) for its even share times this.
+REUSEPORT_MARGIN = 1.25
 
 
 @dataclass(frozen=True)
@@ -98,8 +96,11 @@ class HoldConfig:
     connect_rate_cps: float = 5000.0
     timeout_s: float = 5.0
     load_processes: int = 1
-    # Passed to every ``muxlab serve`` as they are (e.g. ``--workers 4`` once it exists).
+    # Passed to every ``muxlab serve`` as they are.
     server_args: tuple[str, ...] = ()
+    # Server processes: > 1 runs ``muxlab serve --workers N --balance reuseport``, and
+    # nginx with N workers, each with its own SO_REUSEPORT listener.
+    workers: int = 1
     server_cpu: int | None = None
     client_cpus: tuple[int, ...] = ()
     # Passed to ``muxlab load`` (e.g. ``--source-addresses 127.0.0.2,127.0.0.3``).
@@ -111,10 +112,20 @@ class HoldConfig:
 
 
 @dataclass(frozen=True)
-class QueueSample:
-    peak_queued: int  # largest accept-queue length seen (Recv-Q of the listener)
-    backlog: int  # the accept queue's bound (Send-Q of the listener)
-    samples: int
+class WorkerSample:
+    """One server worker process at one moment."""
+
+    pid: int
+    rss_kib: int
+    connections: int  # muxlab: connections_open; nginx: established connections (ss)
+
+
+@dataclass(frozen=True)
+class WorkerHeld:
+    pid: int
+    rss_before_kib: int
+    rss_held_kib: int
+    connections: int  # held in the middle of the hold
 
 
 @dataclass(frozen=True)
@@ -137,86 +148,12 @@ class HoldOutcome:
     rss_held_kib: int
     rss_over_connections_bytes: float  # RSS while holding / connections
     rss_growth_per_connection_bytes: float  # (held - before) / connections
+    # Per server worker (the one process, or each of --workers; nginx: its workers, not
+    # its master), in the middle of the hold: pid, RSS before and held, connections held
+    # (a muxlab worker's own connections_open; nginx: its established connections, ss).
+    workers: tuple[WorkerHeld, ...]
+    workers_rss_growth_per_connection_bytes: float  # (sum held - sum before) / connections
     server_log_tail: tuple[str, ...]  # its last stderr lines (nginx: error log)
-
-
-# -- what the kernel and /proc say ---------------------------------------------------------
-
-
-def read_kernel_counters() -> dict[str, int]:
-    """The counters of :data:`KERNEL_COUNTERS`, named ``Section.Name``."""
-    values: dict[str, int] = {}
-    for path in ("/proc/net/snmp", "/proc/net/netstat"):
-        lines = Path(path).read_text().splitlines()
-        # Each section is two lines: "Name: field ...", then "Name: value ...".
-        for header, numbers in zip(lines[::2], lines[1::2], strict=False):
-            section, _, names = header.partition(":")
-            for name, value in zip(names.split(), numbers.partition(":")[2].split(), strict=True):
-                values[f"{section}.{name}"] = int(value)
-    return {f"{s}.{n}": values.get(f"{s}.{n}", 0) for s, n in KERNEL_COUNTERS}
-
-
-def tree_pids(pid: int) -> list[int]:
-    """``pid`` and its descendants (``/proc/PID/task/TID/children``, ``proc(5)``)."""
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-    return pids
-
-
-def tree_rss_kib(pid: int) -> int:
-    total = 0
-    for each in tree_pids(pid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{each}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
-
-
-def listener_queue(port: int) -> tuple[int, int] | None:
-    """``(queued, bound)`` of the TCP listener on ``port``: ss's Recv-Q and Send-Q."""
-    out = subprocess.run(
-        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, timeout=5
-    ).stdout.split()
-    if len(out) < 3:
-        return None
-    return int(out[1]), int(out[2])
-
-
-class QueueSampler:
-    """Samples the listener's accept queue in a thread until stopped."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.peak = 0
-        self.backlog = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> QueueSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(QUEUE_SAMPLE_S):
-            sample = listener_queue(self.port)
-            if sample is not None:
-                self.samples += 1
-                self.peak = max(self.peak, sample[0])
-                self.backlog = sample[1]
-
-    def result(self) -> QueueSample:
-        return QueueSample(self.peak, self.backlog, self.samples)
 
 
 # -- one server ------------------------------------------------------------------------------
@@ -233,15 +170,53 @@ def nginx_worker_connections(held: int) -> int:
     return math.ceil(held * 16 / 15) + NGINX_SPARE_SLOTS
 
 
+def worker_share(config: HoldConfig) -> int:
+    """Connections one server worker is planned for: all of them with one worker, else its
+    even share with :data:`REUSEPORT_MARGIN`."""
+    total = config.total_connections
+    if config.workers == 1:
+        return total
+    return min(total, math.ceil(total / config.workers * REUSEPORT_MARGIN))
+
+
 def start_server(name: str, config: HoldConfig, work_dir: Path) -> ServerProcess | NginxServer:
     if name == NGINX:
         return NginxServer(
             "http",
             cpu=config.server_cpu,
-            connections=nginx_worker_connections(config.total_connections),
+            connections=nginx_worker_connections(worker_share(config)),
             log_path=work_dir / "nginx-error.log",
+            workers=config.workers,
         ).start()
-    return ServerProcess(name, "http", cpu=config.server_cpu, extra_args=config.server_args).start()
+    extra = list(config.server_args)
+    cpu = config.server_cpu
+    if config.workers > 1:
+        extra += ["--workers", str(config.workers), "--balance", "reuseport"]
+        if cpu is not None:
+            extra += ["--cpus", str(cpu)]  # --cpu pins one process; --cpus every worker
+            cpu = None
+    return ServerProcess(name, "http", cpu=cpu, extra_args=extra).start()
+
+
+def sample_workers(server: ServerProcess | NginxServer) -> list[WorkerSample]:
+    """Each server worker's pid, RSS and connections now. A muxlab server's counters name
+    its workers (``workers``, servers/multiproc.py) or it is one process; nginx's master
+    holds no connection, its workers do."""
+    if isinstance(server, NginxServer):
+        held = established_by_pid(server.address[1])
+        return [WorkerSample(p, rss_kib(p), held[p]) for p in server.worker_pids]
+    snapshot = server.counters()
+    each = snapshot.get("workers") or [{"pid": server.pid, **snapshot}]
+    return [WorkerSample(w["pid"], rss_kib(w["pid"]), w["connections_open"]) for w in each]
+
+
+def workers_held(before: list[WorkerSample], held: list[WorkerSample]) -> list[WorkerHeld]:
+    by_pid = {w.pid: w for w in before}
+    out = []
+    for w in held:
+        start = by_pid.get(w.pid, WorkerSample(w.pid, 0, 0))
+        out.append(WorkerHeld(w.pid, start.rss_kib, w.rss_kib, w.connections - start.connections))
+    return out
 
 
 def load_argv(config: HoldConfig, port: int, json_path: Path) -> list[str]:
@@ -270,6 +245,7 @@ def hold_one(name: str, config: HoldConfig, work_dir: Path) -> HoldOutcome:
     json_path = work_dir / f"load-{name}.json"
     with start_server(name, config, work_dir) as server:
         rss_before = tree_rss_kib(server.pid)
+        workers_before = sample_workers(server)
         before = muxlab_counters(server)
         kernel_before = read_kernel_counters()
         started = time.monotonic()
@@ -281,7 +257,9 @@ def hold_one(name: str, config: HoldConfig, work_dir: Path) -> HoldOutcome:
                 text=True,
             )
             try:
-                ramp_s, at_measure, rss_held = watch_load(proc, server, config, started)
+                ramp_s, at_measure, rss_held, workers_at_hold = watch_load(
+                    proc, server, config, started
+                )
                 proc.wait(LOAD_ALLOWANCE_S)
             finally:
                 terminate(proc, signal.SIGINT, 10.0)  # it keeps what it measured
@@ -294,6 +272,7 @@ def hold_one(name: str, config: HoldConfig, work_dir: Path) -> HoldOutcome:
         name, config, load, proc.returncode, ramp_s, sampler.result(),
         {k: kernel_after[k] - kernel_before[k] for k in kernel_after},
         before, at_measure, rss_before, rss_held, log_tail,
+        workers_held(workers_before, workers_at_hold),
     )  # fmt: skip
 
 
@@ -312,8 +291,9 @@ def watch_load(
     server: ServerProcess | NginxServer,
     config: HoldConfig,
     started: float,
-) -> tuple[float, dict[str, Any] | None, int]:
-    """Wait for the window to open; then the server's counters, and its RSS mid-hold.
+) -> tuple[float, dict[str, Any] | None, int, list[WorkerSample]]:
+    """Wait for the window to open; then the server's counters, and its RSS and workers
+    mid-hold.
 
     Every wait is bounded: the ramp by its length at the connect rate plus the connect
     timeout, the rest by the window, the drain timeout and an allowance.
@@ -326,15 +306,16 @@ def watch_load(
         if parse_phase_line(line.strip()) == "measure":
             break
     else:
-        return time.monotonic() - started, None, tree_rss_kib(server.pid)
+        return time.monotonic() - started, None, tree_rss_kib(server.pid), sample_workers(server)
     ramp_s = time.monotonic() - started - WARMUP_S
     at_measure = muxlab_counters(server)
     time.sleep(config.duration_s / 2)
     rss_held = tree_rss_kib(server.pid)
+    workers_at_hold = sample_workers(server)
     deadline = time.monotonic() + config.duration_s + config.timeout_s + LOAD_ALLOWANCE_S
     while lines.next(deadline - time.monotonic()) is not None:
         pass
-    return ramp_s, at_measure, rss_held
+    return ramp_s, at_measure, rss_held, workers_at_hold
 
 
 def outcome(
@@ -350,6 +331,7 @@ def outcome(
     rss_before: int,
     rss_held: int,
     log_tail: list[str],
+    workers: list[WorkerHeld],
 ) -> HoldOutcome:
     conns = load["connections"]
     total = config.total_connections
@@ -382,6 +364,10 @@ def outcome(
         rss_held_kib=rss_held,
         rss_over_connections_bytes=round(rss_held * 1024 / total, 1),
         rss_growth_per_connection_bytes=round((rss_held - rss_before) * 1024 / total, 1),
+        workers=tuple(workers),
+        workers_rss_growth_per_connection_bytes=round(
+            sum(w.rss_held_kib - w.rss_before_kib for w in workers) * 1024 / total, 1
+        ),
         server_log_tail=tuple(log_tail),
     )
 
@@ -396,6 +382,8 @@ def check(config: HoldConfig) -> None:
         raise UsageError(f"--servers: unknown {unknown}; choose from {', '.join(known)}")
     if config.connections < 1 or config.idle < 0 or config.duration_s <= 0:
         raise UsageError("--connections must be >= 1, --idle >= 0, --duration > 0")
+    if config.workers < 1:
+        raise UsageError(f"--workers must be >= 1, not {config.workers}")
     if NGINX in config.servers and nginx_path() is None:
         raise SetupError("nginx is not installed (scripts/setup.sh installs it)")
     if shutil.which("ss") is None:
@@ -407,11 +395,16 @@ def run(config: HoldConfig, work_dir: Path, outcomes: list[dict[str, Any]]) -> N
     an interrupted run keeps the servers already measured)."""
     check(config)
     for name in config.servers:
-        try:
-            outcomes.append(asdict(hold_one(name, config, work_dir)))
-        except (ServerProcessError, LoadChildError, PointFailed, RunError) as exc:
-            outcomes.append({"server": name, "failed": str(exc)})
+        outcomes.append(hold_each(name, config, work_dir))
         print(format_outcome(outcomes[-1]), flush=True)
+
+
+def hold_each(name: str, config: HoldConfig, work_dir: Path) -> dict[str, Any]:
+    """:func:`hold_one` as a JSON object; a server that failed is one with ``failed``."""
+    try:
+        return asdict(hold_one(name, config, work_dir))
+    except (ServerProcessError, LoadChildError, PointFailed, RunError) as exc:
+        return {"server": name, "failed": str(exc)}
 
 
 def result_json(config: HoldConfig, outcomes: list[dict[str, Any]], interrupted: bool) -> Any:
@@ -450,6 +443,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[HoldConfig, Path | None]:
     add("--connect-rate", type=float, default=5000.0, help="ramp, connections per second")
     add("--timeout", type=float, default=5.0, help="muxlab load --timeout, seconds")
     add("--load-processes", type=int, default=1, help="load generator processes")
+    add("--workers", type=int, default=1, help="server processes (SO_REUSEPORT), nginx too")
     add("--server-cpu", type=int, default=None, help="pin the server to this CPU")
     add("--client-cpus", default="", help="pin the load generator, e.g. '1'")
     add("--server-arg", action="append", default=[], help="extra muxlab serve argument")
@@ -469,6 +463,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[HoldConfig, Path | None]:
         timeout_s=args.timeout,
         load_processes=args.load_processes,
         server_args=tuple(args.server_arg),
+        workers=args.workers,
         server_cpu=args.server_cpu,
         client_cpus=client_cpus,
         load_args=tuple(args.load_arg),

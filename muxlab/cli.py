@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sweep": "benchmarks.cli",
     "plot": "benchmarks.plot_cli",
     "report": "benchmarks.report_cli",
+    "c50k": "benchmarks.c50k_cli",
 }
 
 
