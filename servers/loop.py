@@ -115,21 +115,21 @@ def takes_et_drain(impl: str) -> bool:
 
 
 class Connection:
-    """Per-connection state. ``recv``, ``send`` and ``feed`` are bound once, here, because
-    looking a method up costs about as much per request as the counters do."""
+    """Per-connection state. The request path calls ``sock.recv``, ``sock.send`` and
+    ``session.data_received`` as methods of the objects that own them: CPython 3.11
+    specializes those calls (``LOAD_METHOD_NO_DICT``), while a bound method kept in a
+    slot and called as ``conn.feed(data)`` takes the generic look-up every time (timeit,
+    min of 7: ``conn.feed(data)`` 101 ns, ``conn.session.data_received(data)`` 41 ns)."""
 
     __slots__ = (
-        "closed", "eof", "fd", "feed", "interest", "mark_ns", "mark_seq", "out", "out_bytes",
-        "paused", "recv", "send", "session", "sock",
+        "closed", "eof", "fd", "interest", "mark_ns", "mark_seq", "out", "out_bytes",
+        "paused", "session", "sock",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, fd: int, session: Session) -> None:
         self.sock = sock
         self.fd = fd
         self.session = session
-        self.recv = sock.recv
-        self.send = sock.send
-        self.feed = session.data_received
         self.out: deque[bytes | memoryview] = deque()
         self.out_bytes = 0
         self.interest = READ
@@ -250,7 +250,8 @@ class Server(ServerLifecycle[Connection]):
         if conn.paused and not ev & ERROR:
             return  # a stale event from before the pause; ERROR/HUP still gets read below
         counters = self.counters
-        recv = conn.recv
+        sock = conn.sock
+        session = conn.session
         read_bytes = self._read_bytes
         budget = self._read_budget
         # --et-drain short-read: a short read ends the drain, unless the event says the
@@ -258,7 +259,7 @@ class Server(ServerLifecycle[Connection]):
         stop_when_short = self._short_read and not ev & _HANGUP
         while True:
             try:
-                data = recv(read_bytes)
+                data = sock.recv(read_bytes)
             except BlockingIOError:
                 counters.reads_eagain += 1
                 return
@@ -270,13 +271,13 @@ class Server(ServerLifecycle[Connection]):
                 self._on_eof(conn)
                 return
             counters.bytes_in += len(data)
-            reply = conn.feed(data)
+            reply = session.data_received(data)
             if reply:
                 if conn.out_bytes:
                     self._enqueue(conn, reply)  # keep order behind what is queued
                 else:
                     try:
-                        sent = conn.send(reply)
+                        sent = sock.send(reply)
                     except BlockingIOError:
                         counters.writes_eagain += 1
                         sent = 0
@@ -288,8 +289,8 @@ class Server(ServerLifecycle[Connection]):
                         counters.bytes_out += sent
                     if sent < len(reply):
                         self._queue_unsent(conn, reply, sent)
-            if conn.session.attention:
-                if conn.session.wants_close:
+            if session.attention:
+                if session.wants_close:
                     self._on_eof(conn)
                     return
                 if self._header_timeout_ns:
