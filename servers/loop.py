@@ -194,9 +194,13 @@ class Server(ServerLifecycle[Connection]):
         on_writable = self._on_writable
         readable_mask = READ | ERROR
         idle_timeout = self._idle_timeout_ns
+        # How long the next wait may block: computed only at the end of a turn on which
+        # something is timed (a paused accept, an unfinished request, the idle timeout) or
+        # left to read; otherwise forever. Asking on every turn cost two calls per turn.
+        timeout_s = self._wait_timeout_s()
         while not self._stopping:
             try:
-                events = backend.wait(self._wait_timeout_s())
+                events = backend.wait(timeout_s)
             except OSError as exc:
                 raise ServerFailedError(
                     f"{backend.name} wait failed: {error_kind(exc)} ({exc.strerror})"
@@ -217,17 +221,16 @@ class Server(ServerLifecycle[Connection]):
                     self._on_acceptable()
                 elif fd == wake_fd:
                     self._drain_wake()
+            timeout_s = None
             if self._still_readable:
                 self._serve_still_readable()
             if self._accept_paused or self._unfinished or idle_timeout:
                 self._on_timers()
+                timeout_s = self._wait_timeout_s()
+            if self._still_readable:
+                timeout_s = 0.0  # served on the next turn, after the others
             if self._snapshot_requested:
                 self._take_snapshot()
-
-    def _wait_timeout_s(self) -> float | None:
-        if self._still_readable:
-            return 0.0
-        return super()._wait_timeout_s()
 
     def _serve_still_readable(self) -> None:
         """ET connections whose read budget ran out last turn: read them again now, after
