@@ -16,7 +16,8 @@ constant). CPU time (``time.process_time_ns``) over a fixed number of requests, 
 each child reports its fastest chunk (the one the machine disturbed least), rounds alternate
 A and B. Printed: ns per request for each tree (median of the rounds, min-max) and the
 ratio B/A with its bootstrap interval, for LT and ET short-read at a few events per wait.
-It guides a change to servers/loop.py; it measures no kernel and publishes nothing.
+It guides a change to servers/loop.py or servers/connection.py; it measures no kernel
+and publishes nothing.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def child(mode: str, events_per_wait: int) -> list[float]:
             return self.events
 
     backend = StubBackend()
-    drain = "strict" if mode == "epoll-lt" else "short-read"
-    server = Server(ServerConfig(et_drain=drain), backend=backend)
+    config = ServerConfig(et_drain="strict" if mode == "epoll-lt" else "short-read")
+    server = Server(config, backend=backend)
     backend.server = server
     fds = range(1_000_000, 1_000_000 + events_per_wait)  # no real descriptor has these
     for fd in fds:
@@ -104,7 +105,9 @@ def child(mode: str, events_per_wait: int) -> list[float]:
         server._stopping = False
         start_ns = time.process_time_ns()
         server._loop()
-        per_request_ns.append((time.process_time_ns() - start_ns) / (turns_per_chunk * events_per_wait))
+        per_request_ns.append(
+            (time.process_time_ns() - start_ns) / (turns_per_chunk * events_per_wait)
+        )
     server.listener.close()
     return per_request_ns
 
@@ -118,7 +121,8 @@ def run_child(tree: Path, mode: str, events_per_wait: int) -> float:
     )  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"server_cpu_python: the child in {tree} failed: {done.stderr.strip()}")
-    return min(json.loads(done.stdout))
+    chunks: list[float] = json.loads(done.stdout)
+    return min(chunks)
 
 
 def main(argv: list[str] | None = None) -> int:
