@@ -44,8 +44,9 @@ from muxlab.cpu import process_cpu_times
 from servers import registry
 from servers.backends import BACKENDS, brings_own_loop
 from servers.counters import SyscallModel, count_syscalls
-from servers.loop import ET_DRAINS, takes_et_drain
+from servers.loop import ET_DRAINS
 from servers.process import ServerProcess
+from servers.registry import takes_et_drain
 
 DEFAULT_IMPLS = "epoll-lt,epoll-et,epoll-et/short-read,io_uring,uvloop-protocol"
 

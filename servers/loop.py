@@ -1,8 +1,9 @@
-"""The event loop every backend shares: accept, read, write, buffer, close.
+"""The event loop every backend shares: wait, dispatch, accept, close; with
+:mod:`servers.connection` (read, reply, queue, flush, pause), the whole server.
 
-Fairness is the point of this module. A backend (``servers.backends``) only decides how
-readiness is registered and waited for; everything done with a ready descriptor is here,
-once, so a difference the benchmarks measure comes from the mechanism and nothing else.
+Fairness is the point of these two modules. A backend (``servers.backends``) only decides
+how readiness is registered and waited for; everything done with a ready descriptor is
+here, once, so a difference the benchmarks measure comes from the mechanism and nothing else.
 The one behaviour that depends on the backend is ``drain``: edge-triggered epoll reports a
 descriptor once per change, so with it every read, write and accept is repeated until
 ``EAGAIN`` (``man 7 epoll``, "Possible pitfalls"); a level-triggered backend does one
@@ -51,22 +52,20 @@ Rules the loop keeps, on every backend:
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import sys
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from servers.backends import (
     ERROR,
     READ,
-    READINESS_BACKENDS,
     WRITE,
     Backend,
     DescriptorCeilingError,
     create_backend,
 )
+from servers.connection import Connection, ConnectionHandlers
 from servers.counters import Counters
 from servers.lifecycle import (
     ACCEPT_BATCH,
@@ -77,16 +76,16 @@ from servers.lifecycle import (
     RateLimitedWarning,
     ServerConfig,
     ServerFailedError,
-    ServerLifecycle,
     ServerSetupError,
     error_kind,
     exception_kind,
     open_listener,
 )
-from servers.protocols import Session, SessionFactory
+from servers.protocols import SessionFactory
 
 # The configuration and the two failures are part of this module's face (the lab guide
-# and notebooks import them from here); they are defined with the shared lifecycle.
+# and notebooks import them from here); they are defined with the shared lifecycle, and
+# the connection record with the request path (servers/connection.py).
 __all__ = [
     "ET_DRAINS",
     "Connection",
@@ -99,49 +98,8 @@ __all__ = [
 
 log = logging.getLogger("muxlab.server")
 
-# sendmsg(2) takes at most IOV_MAX (1024 on Linux) buffers per call.
-MAX_IOVECS = 1024
 
-
-# Event bits after which a short read does not mean drained: the peer's half-close
-# (EPOLLRDHUP, 0x2000), a hang-up or an error.
-_HANGUP = select.EPOLLRDHUP | ERROR if hasattr(select, "EPOLLRDHUP") else ERROR
-
-
-def takes_et_drain(impl: str) -> bool:
-    """Whether the implementation named ``impl`` runs ``--et-drain short-read``."""
-    backend = READINESS_BACKENDS.get(impl)  # type: ignore[call-overload]
-    return backend is not None and backend.short_read_drain
-
-
-class Connection:
-    """Per-connection state. ``recv``, ``send`` and ``feed`` are bound once, here, because
-    looking a method up costs about as much per request as the counters do."""
-
-    __slots__ = (
-        "closed", "eof", "fd", "feed", "interest", "mark_ns", "mark_seq", "out", "out_bytes",
-        "paused", "recv", "send", "session", "sock",
-    )  # fmt: skip
-
-    def __init__(self, sock: socket.socket, fd: int, session: Session) -> None:
-        self.sock = sock
-        self.fd = fd
-        self.session = session
-        self.recv = sock.recv
-        self.send = sock.send
-        self.feed = session.data_received
-        self.out: deque[bytes | memoryview] = deque()
-        self.out_bytes = 0
-        self.interest = READ
-        self.paused = False  # reading stopped by backpressure
-        self.eof = False  # peer will send no more, or the protocol wants no more
-        self.closed = False
-        # Which unfinished request the timeout sweep saw last, and when (monotonic ns).
-        self.mark_seq = -1
-        self.mark_ns = 0
-
-
-class Server(ServerLifecycle[Connection]):
+class Server(ConnectionHandlers):
     """One listening socket, one backend, one protocol, one thread."""
 
     def __init__(
@@ -194,9 +152,13 @@ class Server(ServerLifecycle[Connection]):
         on_writable = self._on_writable
         readable_mask = READ | ERROR
         idle_timeout = self._idle_timeout_ns
+        # How long the next wait may block: computed only at the end of a turn on which
+        # something is timed (a paused accept, an unfinished request, the idle timeout) or
+        # left to read; otherwise forever. Asking on every turn cost two calls per turn.
+        timeout_s = self._wait_timeout_s()
         while not self._stopping:
             try:
-                events = backend.wait(self._wait_timeout_s())
+                events = backend.wait(timeout_s)
             except OSError as exc:
                 raise ServerFailedError(
                     f"{backend.name} wait failed: {error_kind(exc)} ({exc.strerror})"
@@ -217,17 +179,16 @@ class Server(ServerLifecycle[Connection]):
                     self._on_acceptable()
                 elif fd == wake_fd:
                     self._drain_wake()
+            timeout_s = None
             if self._still_readable:
                 self._serve_still_readable()
             if self._accept_paused or self._unfinished or idle_timeout:
                 self._on_timers()
+                timeout_s = self._wait_timeout_s()
+            if self._still_readable:
+                timeout_s = 0.0  # served on the next turn, after the others
             if self._snapshot_requested:
                 self._take_snapshot()
-
-    def _wait_timeout_s(self) -> float | None:
-        if self._still_readable:
-            return 0.0
-        return super()._wait_timeout_s()
 
     def _serve_still_readable(self) -> None:
         """ET connections whose read budget ran out last turn: read them again now, after
@@ -242,193 +203,7 @@ class Server(ServerLifecycle[Connection]):
             except Exception as exc:
                 self._on_connection_error(conn, exc)
 
-    # -- reading -------------------------------------------------------------------------
-
-    def _on_readable(self, conn: Connection, ev: int) -> None:
-        # The request path: recv, protocol, optimistic send. It is one function, not three,
-        # because a Python call costs about 0.1 us and a request here costs about 5 us.
-        if conn.paused and not ev & ERROR:
-            return  # a stale event from before the pause; ERROR/HUP still gets read below
-        counters = self.counters
-        recv = conn.recv
-        read_bytes = self._read_bytes
-        budget = self._read_budget
-        # --et-drain short-read: a short read ends the drain, unless the event says the
-        # peer hung up (see the module's docstring).
-        stop_when_short = self._short_read and not ev & _HANGUP
-        while True:
-            try:
-                data = recv(read_bytes)
-            except BlockingIOError:
-                counters.reads_eagain += 1
-                return
-            except OSError as exc:
-                self._close(conn, error_kind(exc))
-                return
-            counters.reads += 1
-            if not data:
-                self._on_eof(conn)
-                return
-            counters.bytes_in += len(data)
-            reply = conn.feed(data)
-            if reply:
-                if conn.out_bytes:
-                    self._enqueue(conn, reply)  # keep order behind what is queued
-                else:
-                    try:
-                        sent = conn.send(reply)
-                    except BlockingIOError:
-                        counters.writes_eagain += 1
-                        sent = 0
-                    except OSError as exc:
-                        self._close(conn, error_kind(exc))
-                        return
-                    else:
-                        counters.writes += 1
-                        counters.bytes_out += sent
-                    if sent < len(reply):
-                        self._queue_unsent(conn, reply, sent)
-            if conn.session.attention:
-                if conn.session.wants_close:
-                    self._on_eof(conn)
-                    return
-                if self._header_timeout_ns:
-                    self._unfinished.add(conn)
-            if conn.out_bytes and self._over_output_bound(conn):
-                return
-            if not self._drain:
-                return
-            if stop_when_short and len(data) < read_bytes:
-                return
-            budget -= len(data)
-            if budget <= 0:
-                counters.read_budget_stops += 1
-                self._still_readable.append(conn)
-                return
-
-    def _over_output_bound(self, conn: Connection) -> bool:
-        """Pause reading when this connection's queue or everyone's passes its bound."""
-        if self._total_out > self._max_output_bytes:
-            if not self._output_paused:
-                self._pause_for_total_output()
-            elif not conn.paused:  # engaged already: only this newcomer needs pausing
-                self._pause_for_output(conn)
-            return True
-        if conn.out_bytes > self._high_water_bytes:
-            self._pause_reading(conn)
-            return True
-        return False
-
-    def _on_eof(self, conn: Connection) -> None:
-        conn.eof = True
-        if conn.out_bytes:
-            self._update_interest(conn)  # finish sending what is queued, then close
-        else:
-            self._close(conn)
-
-    def _pause_reading(self, conn: Connection) -> None:
-        conn.paused = True
-        self.counters.read_pauses += 1
-        self._update_interest(conn)
-
-    def _pause_for_total_output(self) -> None:
-        """Past ``max_output_bytes`` in total, stop reading every connection that holds
-        queued output: those are the ones with the most (the others hold none), and the
-        only ones whose replies are not leaving. Reading resumes once the total is below
-        3/4 of the bound, or, for one connection, once its own queue is empty."""
-        for conn in self._conns.values():
-            if conn.out_bytes and not conn.paused:
-                self._pause_for_output(conn)
-
-    def _pause_for_output(self, conn: Connection) -> None:
-        self.counters.output_pauses += 1
-        conn.paused = True
-        self._output_paused.add(conn)
-        self._update_interest(conn)
-
-    def _resume_after_total_output(self) -> None:
-        low_water = self.config.low_water_bytes
-        for conn in self._output_paused:
-            if not conn.closed and conn.paused and conn.out_bytes <= low_water:
-                conn.paused = False
-                self._update_interest(conn)
-        self._output_paused.clear()
-
-    # -- writing -------------------------------------------------------------------------
-
-    def _queue_unsent(self, conn: Connection, data: bytes, sent: int) -> None:
-        """The kernel took ``sent`` bytes of ``data``: queue the rest, ask for writability."""
-        if sent:
-            self.counters.partial_writes += 1
-        self._enqueue(conn, memoryview(data)[sent:] if sent else data)
-        self._update_interest(conn)
-
-    def _enqueue(self, conn: Connection, data: bytes | memoryview) -> None:
-        conn.out.append(data)
-        conn.out_bytes += len(data)
-        self._total_out += len(data)
-        counters = self.counters
-        if conn.out_bytes > counters.peak_output_bytes:
-            counters.peak_output_bytes = conn.out_bytes
-        if self._total_out > counters.peak_total_output_bytes:
-            counters.peak_total_output_bytes = self._total_out
-
-    def _on_writable(self, conn: Connection) -> None:
-        counters = self.counters
-        out = conn.out
-        while out:
-            # Everything queued is offered unless it passes IOV_MAX buffers: only then can
-            # a sendmsg take all it was given and still leave some queued.
-            offered_all = len(out) <= MAX_IOVECS
-            try:
-                sent = conn.sock.sendmsg(_head(out, MAX_IOVECS))
-            except BlockingIOError:
-                counters.writes_eagain += 1
-                break
-            except OSError as exc:
-                self._close(conn, error_kind(exc))
-                return
-            counters.writes += 1
-            counters.bytes_out += sent
-            conn.out_bytes -= sent
-            self._total_out -= sent
-            _consume(out, sent)
-            if out:
-                counters.partial_writes += 1
-                if self._short_read and offered_all:
-                    break  # a short send: the send buffer is full, EPOLLOUT will say when
-            if not self._drain:
-                break
-        if not out and conn.eof:
-            self._close(conn)
-            return
-        if self._output_paused and self._total_out <= self._output_resume_bytes:
-            self._resume_after_total_output()
-        if conn.paused and conn.out_bytes <= self.config.low_water_bytes:
-            if not conn.out_bytes:
-                # Its client reads what it is sent: whatever the total, reading it again
-                # adds at most one read's reply, and a client that keeps up is not held
-                # hostage by the ones that never read.
-                self._output_paused.discard(conn)
-                conn.paused = False
-            elif conn not in self._output_paused:
-                conn.paused = False
-        self._update_interest(conn)
-
-    def _update_interest(self, conn: Connection) -> None:
-        """Interest in an open connection changes here and only here: read unless paused or
-        done, write while output is queued. (Accepting registers it and closing
-        unregisters it; pausing accepts unregisters the listener.)"""
-        wanted = 0 if conn.paused or conn.eof else READ
-        if conn.out_bytes:
-            wanted |= WRITE
-        if wanted != conn.interest:
-            self.backend.modify(conn.fd, wanted)
-            conn.interest = wanted  # recorded once the kernel accepted it
-
-    # -- timeouts ------------------------------------------------------------------------
-
-    # -- accepting and closing -----------------------------------------------------------
+    # -- accepting and closing (reading and writing: servers/connection.py) ---------------
 
     def _on_acceptable(self) -> None:
         # ET must accept until EAGAIN or the rest of a burst waits for the next connection.
@@ -537,21 +312,3 @@ class Server(ServerLifecycle[Connection]):
 
     def _close_mechanism(self) -> None:
         self.backend.close()
-
-
-def _head(out: deque[bytes | memoryview], limit: int) -> list[bytes | memoryview]:
-    if len(out) <= limit:
-        return list(out)
-    return [out[i] for i in range(limit)]
-
-
-def _consume(out: deque[bytes | memoryview], sent: int) -> None:
-    """Drop ``sent`` bytes from the front of the queue, slicing a partly sent buffer."""
-    while sent:
-        head = out[0]
-        if len(head) <= sent:
-            sent -= len(head)
-            out.popleft()
-        else:
-            out[0] = memoryview(head)[sent:]
-            return

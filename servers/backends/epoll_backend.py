@@ -74,7 +74,8 @@ class EpollBackend(Backend):
         self._epoll.unregister(fd)
 
     def wait(self, timeout_s: float | None) -> list[Event]:
-        return self._epoll.poll(-1 if timeout_s is None else timeout_s, MAX_EVENTS)
+        # select.epoll.poll takes None for "block" (epoll_wait's timeout -1) itself.
+        return self._epoll.poll(timeout_s, MAX_EVENTS)
 
     def close(self) -> None:
         self._epoll.close()
