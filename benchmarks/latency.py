@@ -1,11 +1,13 @@
 """Fixed-rate latency against connections, wrk2 style: the mechanism without saturation.
 
-One offered rate, held constant, is spread over 1 .. 10,000 connections (and, in a second
+One offered rate, held constant, is spread over 10 .. 10,000 connections (and, in a second
 experiment, over 10 active connections beside 0 .. 10,000 idle ones). The rate stays below
 every backend's capacity, so no queue builds up and the latency measured from each
 request's intended send time is what one request costs: the wait call, its dispatch and
 the loopback round trip. A closed-loop sweep at 10,000 connections shows instead
-connections / throughput (Little's law), whatever the mechanism.
+connections / throughput (Little's law), whatever the mechanism. The fewest connections
+is ``presets.LATENCY_MIN_CONNECTIONS``, not 1: one connection has one request in flight
+and carries at most one per round trip, less than the rate chosen here.
 
 The rate, in order of precedence: the experiment's ``rate_rps`` (``--latency-rate``), else
 :data:`CAPACITY_FRACTION` of the lowest capacity measured in the same run, else
