@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.server_cpu_backends import cpu_seconds
+from benchmarks.server_cpu_backends import load_window
 from benchmarks.stats import ratio_if_defined, ratio_text
 from servers.backends import BACKENDS
 from servers.loop import ET_DRAINS
@@ -60,22 +59,12 @@ def cpu_us_per_request(
     # Started from the tree's own directory, so ``-m muxlab`` imports that tree.
     with ServerProcess(backend, protocol, cpu=0, env=env, extra_args=extra,
                        command=("-m", "muxlab", "serve"), cwd=tree) as server:  # fmt: skip
-        before = server.counters()
-        cpu_before = cpu_seconds(server.pid)
-        subprocess.run(
-            [sys.executable, "-m", "muxlab", "load", "--port", str(server.port),
-             "--protocol", protocol, "--connections", str(connections), "--cpus", "1",
-             "--duration", str(duration_s), "--warmup", "0.5", "--size", str(size),
-             "--quiet"],
-            check=True, timeout=duration_s + 120,
-        )  # fmt: skip
-        cpu_s = cpu_seconds(server.pid) - cpu_before
-        after = server.counters()
+        window = load_window(server, protocol, connections, size, duration_s)
     if protocol == "http":
-        requests = (int(after["bytes_out"]) - int(before["bytes_out"])) // len(HTTP_OK)
+        requests = window.delta("bytes_out") // len(HTTP_OK)
     else:
-        requests = (int(after["bytes_in"]) - int(before["bytes_in"])) // size
-    return cpu_s / max(requests, 1) * 1e6
+        requests = window.delta("bytes_in") // size
+    return window.cpu_s / max(requests, 1) * 1e6
 
 
 def describe(values: Sequence[float]) -> str:

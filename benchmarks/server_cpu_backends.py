@@ -120,24 +120,42 @@ def cpu_seconds(pid: int) -> float:
     return times.user_s + times.system_s
 
 
+@dataclass(frozen=True)
+class Window:
+    """One load run against a server: its CPU time over it and its counters either side."""
+
+    cpu_s: float
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    def delta(self, key: str) -> int:
+        return int(self.after[key]) - int(self.before[key])
+
+
+def load_window(
+    server: ServerProcess, protocol: str, connections: int, size: int, duration_s: float
+) -> Window:
+    """``muxlab load`` on CPU 1 against ``server`` (pinned to CPU 0 by its starter)."""
+    before = server.counters()
+    cpu_before = cpu_seconds(server.pid)
+    subprocess.run(
+        [sys.executable, "-m", "muxlab", "load", "--port", str(server.port),
+         "--protocol", protocol, "--connections", str(connections), "--cpus", "1",
+         "--duration", str(duration_s), "--warmup", "0.5", "--size", str(size), "--quiet"],
+        check=True, timeout=duration_s + 120,
+    )  # fmt: skip
+    cpu_s = cpu_seconds(server.pid) - cpu_before
+    return Window(cpu_s, before, server.counters())
+
+
 def measure(name: str, size: int, connections: int, duration_s: float) -> Sample:
     with start(point_of(name, connections, size)) as server:
-        before = server.counters()
-        cpu_before = cpu_seconds(server.pid)
-        subprocess.run(
-            [sys.executable, "-m", "muxlab", "load", "--port", str(server.port),
-             "--protocol", "echo", "--connections", str(connections), "--cpus", "1",
-             "--duration", str(duration_s), "--warmup", "0.5", "--size", str(size),
-             "--quiet"],
-            check=True, timeout=duration_s + 120,
-        )  # fmt: skip
-        cpu_s = cpu_seconds(server.pid) - cpu_before
-        after = server.counters()
-    requests = max(1, (int(after["bytes_in"]) - int(before["bytes_in"])) // size)
+        window = load_window(server, "echo", connections, size, duration_s)
+    requests = max(1, window.delta("bytes_in") // size)
     calls = None
-    if "syscalls" in after:
-        calls = (int(after["syscalls"]) - int(before["syscalls"])) / requests
-    return Sample(cpu_s / requests * 1e6, calls)
+    if "syscalls" in window.after:
+        calls = window.delta("syscalls") / requests
+    return Sample(window.cpu_s / requests * 1e6, calls)
 
 
 def describe(values: Sequence[float], unit: str) -> str:

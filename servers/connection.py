@@ -229,17 +229,8 @@ class ConnectionHandlers(ServerLifecycle[Connection]):
         if not out and conn.eof:
             self._close(conn)
             return
-        if self._output_paused and self._total_out <= self._output_resume_bytes:
-            self._resume_after_total_output()
-        if conn.paused and conn.out_bytes <= self.config.low_water_bytes:
-            if not conn.out_bytes:
-                # Its client reads what it is sent: whatever the total, reading it again
-                # adds at most one read's reply, and a client that keeps up is not held
-                # hostage by the ones that never read.
-                self._output_paused.discard(conn)
-                conn.paused = False
-            elif conn not in self._output_paused:
-                conn.paused = False
+        if self._output_sent(conn):
+            conn.paused = False
         self._update_interest(conn)
 
     def _update_interest(self, conn: Connection) -> None:

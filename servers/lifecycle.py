@@ -9,25 +9,17 @@ Everything else is the same program, and lives here so the two cannot drift apar
   two failures a server can end with (:class:`ServerSetupError`, :class:`ServerFailedError`);
 - stopping and snapshots from a signal handler or another thread, through a wake-up
   socketpair (:meth:`ServerLifecycle.request_stop`, :meth:`~ServerLifecycle.request_snapshot`);
-- error accounting: a counter per kind, the first traceback of a kind logged and the rest
-  rate-limited (:class:`ErrorLog`), and one connection's exception ending only that
-  connection (:meth:`~ServerLifecycle._on_connection_error`);
-- the connection table's bookkeeping on close (counters, queued output, the sets the
-  timeouts and the output bound keep);
-- ``EMFILE`` pausing (how long, what is logged) and the coarse timeout sweep (header
-  timeout and idle timeout), which cost the request path nothing.
-
-Rules both loops keep through it:
-
+- a client's behaviour (reset, half-close, garbage, a request that makes the protocol
+  raise, an errno nobody expected) ends at most its own connection: its exception closes
+  it, is counted under ``errors`` by kind, its traceback logged once per kind and then
+  rate-limited (:class:`ErrorLog`, :meth:`~ServerLifecycle._on_connection_error`);
+- the connection table's bookkeeping on close, and when a send ends a pause of the total
+  output bound or a connection's own (:meth:`~ServerLifecycle._output_sent`);
 - ``EMFILE``/``ENFILE`` on accept pauses accepting (no busy loop, one log line) and retries
-  when a connection closes or after ``ACCEPT_RETRY_S``.
-- A client's behaviour (reset, half-close, garbage, a request that makes the protocol
-  raise, an errno nobody expected) ends at most its own connection: any exception raised
-  while handling one connection closes it, is counted under ``errors`` by kind and logged
-  (its traceback once per kind, then rate-limited).
-- Timers cost nothing per request: no deadline is pushed per request. A coarse sweep runs
-  at most every ``SWEEP_PERIOD_MAX_S`` and only while something can time out; the wait is
-  bounded only then (see :meth:`ServerLifecycle._sweep`).
+  when a connection closes or after ``ACCEPT_RETRY_S``;
+- the header and idle timeouts, at no cost per request: no deadline is pushed per request;
+  a coarse sweep runs at most every ``SWEEP_PERIOD_MAX_S`` and only while something can
+  time out, and bounds the wait only then (:meth:`ServerLifecycle._sweep`).
 
 A loop subclasses :class:`ServerLifecycle` and provides ``_loop``, ``_close``,
 ``_close_mechanism``, ``_resume_accepting`` and ``_resume_after_total_output``.
@@ -233,6 +225,7 @@ class TrackedConnection(Protocol):
     session: Session
     closed: bool
     out_bytes: int
+    paused: bool
     mark_seq: int
     mark_ns: int
 
@@ -350,6 +343,21 @@ class ServerLifecycle(Generic[ConnT]):
 
     def _resume_after_total_output(self) -> None:
         raise NotImplementedError
+
+    def _output_sent(self, conn: ConnT) -> bool:
+        """After a send: end the total-output pause once it drained; True when ``conn``'s own
+        pause ends (its queue at the low-water mark, and not held by the total)."""
+        if self._output_paused and self._total_out <= self._output_resume_bytes:
+            self._resume_after_total_output()
+        if not conn.paused or conn.out_bytes > self.config.low_water_bytes:
+            return False
+        if not conn.out_bytes:
+            # Its client reads what it is sent: whatever the total, reading it again adds
+            # at most one read's reply, and a client that keeps up is not held hostage by
+            # the ones that never read.
+            self._output_paused.discard(conn)
+            return True
+        return conn not in self._output_paused
 
     # -- waking and snapshots -------------------------------------------------------------
 

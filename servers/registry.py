@@ -162,6 +162,18 @@ class UnknownImplementationError(UsageError):
 
 def serve(name: str) -> Callable[[ServerRequest], StartedServer]:
     """``muxlab serve --backend NAME``."""
+    return spawned(name, ("-m", "muxlab", "serve"), "--backend")
+
+
+def python_peer(name: str) -> Callable[[ServerRequest], StartedServer]:
+    """``python -m servers.peers --impl NAME``: same options, ready line and counters."""
+    return spawned(name, ("-m", "servers.peers"), "--impl")
+
+
+def spawned(
+    name: str, command: tuple[str, ...], impl_option: str
+) -> Callable[[ServerRequest], StartedServer]:
+    """A server this interpreter runs as ``python COMMAND IMPL_OPTION NAME``."""
 
     def start(request: ServerRequest) -> StartedServer:
         return ServerProcess(
@@ -170,22 +182,8 @@ def serve(name: str) -> Callable[[ServerRequest], StartedServer]:
             host=request.host,
             cpu=request.cpu,
             extra_args=list(request.extra_args),
-        )
-
-    return start
-
-
-def python_peer(name: str) -> Callable[[ServerRequest], StartedServer]:
-    """``python -m servers.peers --impl NAME``: same options, ready line and counters."""
-
-    def start(request: ServerRequest) -> StartedServer:
-        return ServerProcess(
-            name,
-            request.protocol,
-            host=request.host,
-            cpu=request.cpu,
-            command=("-m", "servers.peers"),
-            impl_option="--impl",
+            command=command,
+            impl_option=impl_option,
         )
 
     return start

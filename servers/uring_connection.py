@@ -311,17 +311,8 @@ class UringConnections(ServerLifecycle[Conn]):
         elif conn.eof:
             self._close(conn)
             return
-        if self._output_paused and self._total_out <= self._output_resume_bytes:
-            self._resume_after_total_output()
-        if conn.paused and conn.out_bytes <= self.config.low_water_bytes:
-            if not conn.out_bytes:
-                # As servers/loop.py: its client reads what it is sent, so whatever the
-                # total, reading it again adds at most one read's reply, and a client that
-                # keeps up is not held hostage by the ones that never read.
-                self._output_paused.discard(conn)
-                self._resume(conn)
-            elif conn not in self._output_paused:
-                self._resume(conn)
+        if self._output_sent(conn):
+            self._resume(conn)
 
 
 def _bytearray_address(buffer: bytearray) -> int:
