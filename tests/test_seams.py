@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 
@@ -27,7 +27,16 @@ from servers.backends import BACKENDS
 from servers.protocols import PROTOCOL_NAMES, PROTOCOLS, ProtocolName
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "loadgen"
-OPEN_LOOP_FILE = REFERENCE / "io_uring_echo_c20_i1000_s1024_p1_r24675-r1.json"
+
+
+def open_loop_file() -> tuple[Path, dict[str, Any]]:
+    """A capacity step of the committed reference run (io_uring, 20 hot beside 1,000 cold)
+    with late slots, so that every field of a step is exercised."""
+    for path in sorted(REFERENCE.glob("io_uring_echo_c20_i1000_s1024_p1_r*-r1.json")):
+        data: dict[str, Any] = json.loads(path.read_text())
+        if data["open_loop"]["late"] > 0:
+            return path, data
+    raise AssertionError("the reference run has no io_uring capacity step with late slots")
 
 
 def test_takes_et_drain_is_each_backend_class_short_read_drain() -> None:
@@ -67,9 +76,10 @@ def run_record() -> RunResult:
 
 
 def test_a_step_from_the_typed_result_equals_the_step_from_its_file() -> None:
-    data = json.loads(OPEN_LOOP_FILE.read_text())
+    _, data = open_loop_file()
+    offered = float(data["open_loop"]["offered_rps"])
     spec = ExperimentSpec("latency", "latency", ("io_uring",), connections=(20,), idle=(1000,))
-    point = replace(spec.loads()[0], rate_rps=24675.0)
+    point = replace(spec.loads()[0], rate_rps=offered)
     typed = step_from_result(point, run_record(), LoadResult.from_json(data))
     keyed = step_from_load(point, run_record(), data)
     # The file rounds the rates to 3 decimals; the typed result derives them from counts.
@@ -78,5 +88,11 @@ def test_a_step_from_the_typed_result_equals_the_step_from_its_file() -> None:
     assert replace(typed, achieved_rps=0.0, sent_rps=0.0) == replace(
         keyed, achieved_rps=0.0, sent_rps=0.0
     )
-    assert (typed.offered_rps, typed.late, typed.refused) == (24675.0, 4, 0)
+    slots = data["open_loop"]
+    assert (typed.offered_rps, typed.late, typed.refused) == (
+        offered,
+        slots["late"],
+        slots["refused"],
+    )
+    assert typed.late > 0
     assert typed.cpu_us_per_request == 12.5 and typed.repeat == 1
