@@ -68,7 +68,7 @@ def add_parser(subparsers: Subparsers) -> None:
     plan.add_argument(
         "--preset",
         default=None,
-        help="quick (<= 2 min, CI), default (<= 15 min) or full (to the fd limit) "
+        help="quick (<= 2 min, CI), default (about 22 min on 2 cores) or full (to the fd limit) "
         "(default: default)",
     )
     plan.add_argument(
