@@ -94,5 +94,5 @@ def test_a_step_from_the_typed_result_equals_the_step_from_its_file() -> None:
         slots["late"],
         slots["refused"],
     )
-    assert typed.late > 0
+    assert typed.late is not None and typed.late > 0
     assert typed.cpu_us_per_request == 12.5 and typed.repeat == 1
